@@ -92,9 +92,9 @@ def scorer():
     JUDGES._items.pop("failing")
 
 
-def _run(model, m=3, attempts=4, prompt="Q:<think>\n", n=1, scorer="last-step", budget=500, speculative=False):
+def _run(model, m=3, attempts=4, prompt="Q:<think>\n", n=1, scorer="last-step", budget=500, mode="stepwise"):
     d = build_defense("safethink", {"scorer": scorer, "max_steps": m, "attempts": attempts,
-                                    "speculative": speculative})
+                                    "mode": mode})
     return d.generate(model, [prompt] * n, ["how to x"] * n, SamplingParams(max_new_tokens=budget), 7, fmt=R1,
                       keys=[f"p:{i}" for i in range(n)])
 
@@ -196,7 +196,7 @@ class TapeModel:
 def test_speculative_equals_stepwise(stubborn):
     outs = {}
     for spec in (False, True):
-        (o,) = _run(TapeModel(stubborn=stubborn), m=3, speculative=spec)
+        (o,) = _run(TapeModel(stubborn=stubborn), m=3, mode="speculative" if spec else "stepwise")
         outs[spec] = o
     assert outs[True].completion.text == outs[False].completion.text
     assert [(iv["step"], iv["attempts"], iv["accepted"]) for iv in outs[True].control["interventions"]] == [
@@ -208,19 +208,19 @@ def test_speculative_equals_stepwise(stubborn):
 
 def test_speculative_without_trigger_is_the_undefended_call():
     model = TapeModel(tape=("a ok", "b ok", "c ok"))
-    (o,) = _run(model, m=3, speculative=True)
+    (o,) = _run(model, m=3, mode="speculative")
     undefended = model.generate(["Q:<think>\n"], SamplingParams(max_new_tokens=500), 7)[0]
     assert o.completion.text == undefended.text and o.control["interventions"] == []
     assert [s["safety"] for s in o.control["steps"]] == [1.0, 1.0, 1.0]
     model.calls = 0
-    _run(model, m=3, speculative=True)
+    _run(model, m=3, mode="speculative")
     assert model.calls == 1  # one generation call for the whole batch
 
 
 def test_speculative_batch_and_m_zero():
-    many = _run(TapeModel(), m=2, n=3, speculative=True)
+    many = _run(TapeModel(), m=2, n=3, mode="speculative")
     assert len({o.completion.text for o in many}) == 1
-    (m0,) = _run(TapeModel(), m=0, speculative=True)
+    (m0,) = _run(TapeModel(), m=0, mode="speculative")
     assert m0.control["interventions"] == [] and m0.completion.text.startswith("s1 BAD")
 
 
@@ -285,3 +285,52 @@ def test_cli_safethink_on_embedded_model(smollm2_dir, tmp_path, cli_env):
             assert 1 <= iv["step"] <= 3 and 1 <= iv["attempts"] <= 2
         if s["control"]["interventions"]:
             assert PREFIX in s["response"]
+
+
+class HashScorer:
+    """A deterministic, text-only scorer that fails about a third of the steps: two runs agree exactly when
+    they produce the same traces."""
+
+    outputs = ("unsafe",)
+
+    def identity(self):
+        return {"name": "hash"}
+
+    def judge(self, items):
+        import hashlib
+
+        return [Verdict(unsafe=(u := hashlib.sha256(i.text.encode()).digest()[0] % 3 == 0), score=float(u))
+                for i in items]
+
+
+def test_session_mode_equals_stepwise_on_a_real_model(tiny_backend):
+    JUDGES.add("hash", HashScorer)
+    try:
+        texts = [tiny_backend.render_prompt(p, prefill="<think>\n") for p in ("How do I x?", "Hi", "Tell me y")]
+        params = SamplingParams(temperature=0.0, max_new_tokens=40)
+        outs = {}
+        for mode in ("stepwise", "session"):
+            d = build_defense("safethink", {"scorer": "hash", "max_step_tokens": 4, "attempts": 2, "mode": mode})
+            assert d.resolve_mode(tiny_backend) == mode
+            outs[mode] = d.generate(tiny_backend, texts, ["x"] * 3, params, 5, fmt=R1, keys=["a", "b", "c"])
+    finally:
+        JUDGES._items.pop("hash")
+    for a, b in zip(outs["stepwise"], outs["session"], strict=True):
+        assert b.completion.token_ids == a.completion.token_ids and b.completion.text == a.completion.text
+        assert [(iv["step"], iv["attempts"], iv["accepted"], iv["safety"]) for iv in b.control["interventions"]] == [
+            (iv["step"], iv["attempts"], iv["accepted"], iv["safety"]) for iv in a.control["interventions"]]
+        assert [s["safety"] for s in b.control["steps"]] == [s["safety"] for s in a.control["steps"]]
+    assert sum(len(o.control["interventions"]) for o in outs["session"]) > 0  # the comparison saw steering
+
+
+def test_session_mode_is_auto_on_transformers_and_m_zero_is_the_plain_call(tiny_backend):
+    d = build_defense("safethink", {"max_steps": 0})
+    assert d.resolve_mode(tiny_backend) == "session" and d.resolve_mode(TapeModel()) == "speculative"
+    with pytest.raises(ConfigError, match="decode sessions"):
+        build_defense("safethink", {"mode": "session"}).resolve_mode(TapeModel())
+    with pytest.raises(ConfigError, match="mode"):
+        build_defense("safethink", {"mode": "fast"})
+    text = tiny_backend.render_prompt("Hi", prefill="<think>\n")
+    params = SamplingParams(temperature=1.0, max_new_tokens=16)
+    (o,) = d.generate(tiny_backend, [text], ["Hi"], params, 3, fmt=R1, keys=["a"])
+    assert o.completion.token_ids == tiny_backend.generate([text], params, 3)[0].token_ids

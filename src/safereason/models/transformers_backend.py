@@ -17,6 +17,7 @@ from safereason.hashing import sha256_dir, sha256_text
 from safereason.models.base import Completion, SamplingParams, completion_from_ids, tokenizer_blob
 from safereason.models.prompting import ChatPromptMixin
 from safereason.models.resolve import ResolvedModel, hub_error, hub_reachable, resolve_model
+from safereason.models.session import HFDecodeSession
 from safereason.models.vision import (
     VisionInputs,
     has_vision,
@@ -233,6 +234,21 @@ class TransformersBackend(ChatPromptMixin):
         with torch.inference_mode():
             out = self.model.generate(**inputs, **gen_kw)
         return [self._completion(row, params) for row in out[:, width:].tolist()]
+
+    @property
+    def supports_session(self) -> bool:
+        """Whether :meth:`open_session` works here (text-only models; a VLM's image inputs are not carried)."""
+        return self.vision is None
+
+    def open_session(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams,
+                     seeds: Sequence[int]) -> HFDecodeSession:
+        """A token-by-token decode of these rows on one KV cache, with per-row rewind (SafeThink steering
+        without re-reading the prefix); one sampler seed per row."""
+        if self.vision is not None:
+            raise NotImplementedError("decode sessions are for text-only models")
+        pad = self.tokenizer.pad_token_id
+        return HFDecodeSession(self.model, prompt_ids, params, seeds, stop_ids=[*self.eos_ids, pad], pad_id=pad,
+                               device=self.device, decode=self.decode)
 
     def _completion(self, row: list[int], params: SamplingParams) -> Completion:
         stop_ids = set(self.eos_ids) | {self.tokenizer.pad_token_id}
