@@ -11,7 +11,11 @@ Defaults are ours, since the paper's exact values are not public: s = "Wait, thi
 m = 3, B = 4. With m = 0 the output is exactly the undefended output (same seed, same ids).
 
 All steps are batched across the prompts and samples of a batch; each continuation extends the exact ids
-generated so far. A scorer error stops the run (it is resumable) rather than letting a step pass
+generated so far. Three implementations of the same rule (``mode``): ``session`` decodes token by token on
+one KV cache and rewinds only the failing row (no waiting, no prefix re-read; transformers, text prompts);
+``speculative`` drafts whole continuations in batched calls and re-drafts only failing rows (any backend);
+``stepwise`` makes one batched call per step (the reference the other two are tested against). ``auto``
+picks session where the backend has it, else speculative. A scorer error stops the run (it is resumable) rather than letting a step pass
 unmonitored. What happened is recorded per sample in ``control``: the step boundaries (character offsets
 into the response) with their safety, and each intervention (step, prefix, attempts, safety per attempt);
 the injected prefix stays visible in the response and the thinking.

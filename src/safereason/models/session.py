@@ -120,32 +120,33 @@ class HFDecodeSession:
         import torch
 
         col = self.mask.shape[1]
-        inp = torch.full((self.n, 1), self.pad_id, dtype=torch.long, device=self.device)
-        pos = torch.zeros((self.n, 1), dtype=torch.long, device=self.device)
-        new = torch.zeros((self.n, 1), dtype=self.mask.dtype, device=self.device)
+        inp, pos, new = [self.pad_id] * self.n, [0] * self.n, [0] * self.n
         for i in feed:
             g = self.fed[i]
-            inp[i, 0] = self.gen[i][g]
-            pos[i, 0] = self.prompt_len[i] + g  # = the number of kept ids before it: masked columns do not count
-            new[i, 0] = 1
+            inp[i] = self.gen[i][g]
+            pos[i] = self.prompt_len[i] + g  # = the number of kept ids before it: masked columns do not count
+            new[i] = 1
             self.cols[i].append(col)
             self.fed[i] += 1
-        self.mask = torch.cat([self.mask, new], dim=1)
+        # built on the host and moved once: no per-row device writes
+        self.mask = torch.cat([self.mask, torch.tensor(new, dtype=self.mask.dtype, device=self.device)[:, None]], 1)
         with torch.inference_mode():
-            out = self.model(input_ids=inp, attention_mask=self.mask, position_ids=pos, past_key_values=self.cache,
-                             use_cache=True)
+            out = self.model(input_ids=torch.tensor(inp, device=self.device)[:, None], attention_mask=self.mask,
+                             position_ids=torch.tensor(pos, device=self.device)[:, None],
+                             past_key_values=self.cache, use_cache=True)
         self.forwards += 1
         self.cache = out.past_key_values
-        last = out.logits[:, -1, :].float()
-        for i in feed:
-            if self.fed[i] == len(self.gen[i]):
-                self.logits[i] = last[i]
+        got = [i for i in feed if self.fed[i] == len(self.gen[i])]
+        if got:
+            idx = torch.tensor(got, device=self.device)
+            self.logits[idx] = out.logits[idx, -1, :].float()
+            for i in got:
                 self.ready[i] = True
 
     def _sample(self, rows: list[int]) -> list[int]:
         import torch
 
-        scores = self.logits[rows].clone()
+        scores = self.logits[rows]
         if self.suppress:
             scores[:, self.suppress] = float("-inf")
         if self.params.greedy:
@@ -153,7 +154,8 @@ class HFDecodeSession:
         for w in self.warpers:
             scores = w(None, scores)
         probs = torch.softmax(scores, dim=-1)
-        return [int(torch.multinomial(probs[k], 1, generator=self.gens[i]).item()) for k, i in enumerate(rows)]
+        # each row draws from its own generator; the draws stay on the device until one sync for the batch
+        return torch.cat([torch.multinomial(probs[k], 1, generator=self.gens[i]) for k, i in enumerate(rows)]).tolist()
 
     def _append(self, i: int, t: int) -> None:
         self.ready[i] = False
@@ -181,8 +183,8 @@ class HFDecodeSession:
             raise ValueError(f"cannot keep {keep} of {len(self.gen[row])} generated ids")
         if keep + len(force) > self.params.max_new_tokens:
             raise ValueError("the forced ids do not fit in the row's token budget")
-        for c in self.cols[row][keep:]:
-            self.mask[row, c] = 0  # never attended again
+        if self.cols[row][keep:]:
+            self.mask[row, self.cols[row][keep:]] = 0  # never attended again
         self.fed[row] = min(self.fed[row], keep)
         self.cols[row] = self.cols[row][: self.fed[row]]
         self.gen[row] = self.gen[row][:keep] + list(force)
