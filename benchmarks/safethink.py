@@ -43,6 +43,8 @@ class _Once(_Never):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--backend", default="transformers", choices=["transformers", "vllm"],
+                    help="vllm needs the vLLM environment (.venv-vllm, see scripts/test-vllm.sh)")
     ap.add_argument("--n-prompts", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=2)
@@ -59,7 +61,12 @@ def main() -> None:
 
     JUDGES.add("bench-never", _Never)
     JUDGES.add("bench-once", _Once)
-    backend = TransformersBackend(args.model, device="cpu", dtype="float32")
+    if args.backend == "vllm":
+        from safereason.models.vllm_backend import VLLMBackend
+
+        backend = VLLMBackend(args.model, dtype="float32")
+    else:
+        backend = TransformersBackend(args.model, device="cpu", dtype="float32")
     prompts = [p.prompt for p in load_benchmark("smoke").prompts[: args.n_prompts]]
     texts = [backend.render_prompt(p, prefill="<think>\n") for p in prompts]
     params = SamplingParams(temperature=0.0, max_new_tokens=args.max_new_tokens)
@@ -87,9 +94,8 @@ def main() -> None:
                 first = [o.control["steps"][0].get("tokens", 0) for o in outs if o.control["steps"]]
     base = min(timings["none"])
     mode = build_defense("safethink", {"mode": args.mode}).resolve_mode(backend)
-    print(f"{len(texts)} prompts, greedy, {args.max_new_tokens} new tokens max, m=3, step = up to a blank line "
-          f"or {args.max_step_tokens} tokens, "
-          f"mode {mode}")
+    print(f"{args.backend}, {len(texts)} prompts, greedy, {args.max_new_tokens} new tokens max, m=3, "
+          f"step = up to a blank line or {args.max_step_tokens} tokens, mode {mode}")
     print(f"undefended:             {base:.2f}s, {tokens['none']} tokens")
     for name, what, target in (("never", "no trigger", 1.3), ("once", "one trigger", 1.6)):
         t = min(timings[name])

@@ -66,3 +66,18 @@ def test_stop_strings_budget_and_bad_rewinds(tiny_backend, rows):
         sess.rewind(0, 0, [1] * 25)
     with pytest.raises(ValueError, match="empty prompt"):
         tiny_backend.open_session([[]], GREEDY, [0])
+
+
+def test_a_model_with_other_logits_settings_gets_no_session(tiny_backend, rows):
+    from safereason.defenses import build_defense
+
+    cfg = tiny_backend.model.generation_config
+    assert tiny_backend.supports_session
+    cfg.repetition_penalty = 1.3  # generate would apply it, a session would not: refuse rather than differ
+    try:
+        assert not tiny_backend.supports_session
+        with pytest.raises(NotImplementedError, match="repetition_penalty"):
+            tiny_backend.open_session(rows, GREEDY, [0, 0, 0])
+        assert build_defense("safethink").resolve_mode(tiny_backend) == "speculative"
+    finally:
+        cfg.repetition_penalty = 1.0

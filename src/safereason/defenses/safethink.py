@@ -15,10 +15,12 @@ generated so far. Three implementations of the same rule (``mode``): ``session``
 one KV cache and rewinds only the failing row (no waiting, no prefix re-read; transformers, text prompts);
 ``speculative`` drafts whole continuations in batched calls and re-drafts only failing rows (any backend);
 ``stepwise`` makes one batched call per step (the reference the other two are tested against). ``auto``
-picks session where the backend has it, else speculative. A scorer error stops the run (it is resumable) rather than letting a step pass
-unmonitored. What happened is recorded per sample in ``control``: the step boundaries (character offsets
-into the response) with their safety, and each intervention (step, prefix, attempts, safety per attempt);
-the injected prefix stays visible in the response and the thinking.
+picks session where the backend has it, else speculative.
+
+A scorer error stops the run (it is resumable) rather than letting a step pass unmonitored. What happened
+is recorded per sample in ``control``: the step boundaries (character offsets into the response) with their
+safety, and each intervention (step, prefix, attempts, safety per attempt); the injected prefix stays visible
+in the response and the thinking.
 """
 
 from __future__ import annotations

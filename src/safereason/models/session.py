@@ -39,6 +39,26 @@ def _warpers(params: SamplingParams) -> list[Any]:
     return out
 
 
+#: generation-config settings that change the next-token distribution beyond temperature / top-k / top-p;
+#: ``generate`` applies them from the model's config, a session does not, so it refuses such a model
+_OTHER_LOGITS_SETTINGS = {
+    "repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "min_length": 0,
+    "min_new_tokens": None, "bad_words_ids": None, "forced_bos_token_id": None, "forced_eos_token_id": None,
+    "suppress_tokens": None, "begin_suppress_tokens": None, "sequence_bias": None, "typical_p": 1.0,
+    "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "min_p": None, "renormalize_logits": False,
+}
+
+
+def unsupported_settings(generation_config: Any) -> list[str]:
+    """The model's generation settings a session would not apply (empty: a session samples as generate)."""
+    out = []
+    for name, neutral in _OTHER_LOGITS_SETTINGS.items():
+        value = getattr(generation_config, name, neutral)
+        if value not in (neutral, None) and value != [] and not (name == "min_length" and value == 0):
+            out.append(f"{name}={value!r}")
+    return out
+
+
 class HFDecodeSession:
     """A batch of rows decoded together; see the module docstring for why.
 

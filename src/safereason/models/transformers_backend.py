@@ -17,7 +17,7 @@ from safereason.hashing import sha256_dir, sha256_text
 from safereason.models.base import Completion, SamplingParams, completion_from_ids, tokenizer_blob
 from safereason.models.prompting import ChatPromptMixin
 from safereason.models.resolve import ResolvedModel, hub_error, hub_reachable, resolve_model
-from safereason.models.session import HFDecodeSession
+from safereason.models.session import HFDecodeSession, unsupported_settings
 from safereason.models.vision import (
     VisionInputs,
     has_vision,
@@ -238,7 +238,7 @@ class TransformersBackend(ChatPromptMixin):
     @property
     def supports_session(self) -> bool:
         """Whether :meth:`open_session` works here (text-only models; a VLM's image inputs are not carried)."""
-        return self.vision is None
+        return self.vision is None and not unsupported_settings(self.model.generation_config)
 
     def open_session(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams,
                      seeds: Sequence[int]) -> HFDecodeSession:
@@ -246,6 +246,9 @@ class TransformersBackend(ChatPromptMixin):
         without re-reading the prefix); one sampler seed per row."""
         if self.vision is not None:
             raise NotImplementedError("decode sessions are for text-only models")
+        if other := unsupported_settings(self.model.generation_config):
+            raise NotImplementedError(f"the model's generation config sets {', '.join(other)}, which a decode "
+                                      "session does not apply")
         pad = self.tokenizer.pad_token_id
         return HFDecodeSession(self.model, prompt_ids, params, seeds, stop_ids=[*self.eos_ids, pad], pad_id=pad,
                                device=self.device, decode=self.decode)
