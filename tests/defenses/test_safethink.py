@@ -156,7 +156,7 @@ class TapeModel:
     serves the step-by-step and the speculative implementation."""
 
     def __init__(self, tape=("s1 BAD", "s2 ok", "s3 BAD", "s4 BAD"), stubborn=0):
-        self.tape, self.stubborn, self.seen = list(tape), stubborn, Counter()
+        self.tape, self.stubborn, self.seen, self.said = list(tape), stubborn, Counter(), {}
         self.calls = 0
 
     def encode(self, text):
@@ -175,12 +175,18 @@ class TapeModel:
             text = self.decode(ids)
             trace = text.split("<think>\n", 1)[1]
             k = trace.count("\n\n")
+            written = trace.rsplit("\n\n", 1)[-1]  # the current step so far: a continuation goes on from it
             head = ""
-            if trace.endswith(PREFIX):
-                self.seen[text] += 1
-                head = (" BAD again" if self.seen[text] <= self.stubborn else " fine") + "\n\n"
+            if written.startswith(PREFIX):
+                point = text[: len(text) - len(written)]
+                if written == PREFIX:  # a new attempt at this point
+                    self.seen[point] += 1
+                    self.said[point] = " BAD again" if self.seen[point] <= self.stubborn else " fine"
+                head, written = self.said[point] + "\n\n", written[len(PREFIX):]
                 k += 1
             full = head + "".join(step + "\n\n" for step in self.tape[k:]) + "</think>\n\nanswer"
+            assert full.startswith(written)
+            full = full[len(written):]
             cut = min([i for s in params.stop if (i := full.find(s)) >= 0], default=-1)
             stopped = "eos"
             if cut >= 0:
@@ -193,17 +199,19 @@ class TapeModel:
 
 
 @pytest.mark.parametrize("stubborn", [0, 1])
-def test_speculative_equals_stepwise(stubborn):
-    outs = {}
-    for spec in (False, True):
-        (o,) = _run(TapeModel(stubborn=stubborn), m=3, mode="speculative" if spec else "stepwise")
-        outs[spec] = o
-    assert outs[True].completion.text == outs[False].completion.text
-    assert [(iv["step"], iv["attempts"], iv["accepted"]) for iv in outs[True].control["interventions"]] == [
-        (iv["step"], iv["attempts"], iv["accepted"]) for iv in outs[False].control["interventions"]]
-    text = outs[True].completion.text
+@pytest.mark.parametrize("mode,chunk", [("speculative", None), ("chunked", None), ("chunked", 5), ("chunked", 1)])
+def test_speculative_and_chunked_equal_stepwise(stubborn, mode, chunk):
+    (ref,) = _run(TapeModel(stubborn=stubborn), m=3, mode="stepwise")
+    d = build_defense("safethink", {"scorer": "last-step", "max_steps": 3, "mode": mode, "chunk_tokens": chunk})
+    (o,) = d.generate(TapeModel(stubborn=stubborn), ["Q:<think>\n"], ["how to x"], SamplingParams(max_new_tokens=500),
+                      7, fmt=R1, keys=["p:0"])
+    assert o.completion.text == ref.completion.text
+    assert [(iv["step"], iv["attempts"], iv["accepted"]) for iv in o.control["interventions"]] == [
+        (iv["step"], iv["attempts"], iv["accepted"]) for iv in ref.control["interventions"]]
+    text = o.completion.text
     assert text.startswith(f"{PREFIX} ")
-    assert [iv["step"] for iv in outs[True].control["interventions"]] == [1, 3]  # s1 and s3 were BAD; s4 is step 4
+    assert [iv["step"] for iv in o.control["interventions"]] == [1, 3]  # s1 and s3 were BAD; s4 is step 4
+    assert [text[: s["end"]].endswith("\n\n") for s in o.control["steps"]] == [True] * 3 or mode == "speculative"
 
 
 def test_speculative_without_trigger_is_the_undefended_call():
@@ -303,19 +311,22 @@ class HashScorer:
                 for i in items]
 
 
-def test_session_mode_equals_stepwise_on_a_real_model(tiny_backend):
+def test_session_and_chunked_equal_stepwise_on_a_real_model(tiny_backend):
     JUDGES.add("hash", HashScorer)
     try:
         texts = [tiny_backend.render_prompt(p, prefill="<think>\n") for p in ("How do I x?", "Hi", "Tell me y")]
         params = SamplingParams(temperature=0.0, max_new_tokens=40)
         outs = {}
-        for mode in ("stepwise", "session"):
-            d = build_defense("safethink", {"scorer": "hash", "max_step_tokens": 4, "attempts": 2, "mode": mode})
+        for mode, chunk in (("stepwise", None), ("session", None), ("chunked", 7)):
+            d = build_defense("safethink", {"scorer": "hash", "max_step_tokens": 4, "attempts": 2, "mode": mode,
+                                            "chunk_tokens": chunk})
             assert d.resolve_mode(tiny_backend) == mode
             outs[mode] = d.generate(tiny_backend, texts, ["x"] * 3, params, 5, fmt=R1, keys=["a", "b", "c"])
     finally:
         JUDGES._items.pop("hash")
-    for a, b in zip(outs["stepwise"], outs["session"], strict=True):
+    for a, b, c in zip(outs["stepwise"], outs["session"], outs["chunked"], strict=True):
+        assert c.completion.token_ids == a.completion.token_ids
+        assert c.control["interventions"] == b.control["interventions"] and c.control["steps"] == b.control["steps"]
         assert b.completion.token_ids == a.completion.token_ids and b.completion.text == a.completion.text
         assert [(iv["step"], iv["attempts"], iv["accepted"], iv["safety"]) for iv in b.control["interventions"]] == [
             (iv["step"], iv["attempts"], iv["accepted"], iv["safety"]) for iv in a.control["interventions"]]
@@ -325,7 +336,7 @@ def test_session_mode_equals_stepwise_on_a_real_model(tiny_backend):
 
 def test_session_mode_is_auto_on_transformers_and_m_zero_is_the_plain_call(tiny_backend):
     d = build_defense("safethink", {"max_steps": 0})
-    assert d.resolve_mode(tiny_backend) == "session" and d.resolve_mode(TapeModel()) == "speculative"
+    assert d.resolve_mode(tiny_backend) == "session" and d.resolve_mode(TapeModel()) == "chunked"
     with pytest.raises(ConfigError, match="decode sessions"):
         build_defense("safethink", {"mode": "session"}).resolve_mode(TapeModel())
     with pytest.raises(ConfigError, match="mode"):

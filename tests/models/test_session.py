@@ -78,6 +78,6 @@ def test_a_model_with_other_logits_settings_gets_no_session(tiny_backend, rows):
         assert not tiny_backend.supports_session
         with pytest.raises(NotImplementedError, match="repetition_penalty"):
             tiny_backend.open_session(rows, GREEDY, [0, 0, 0])
-        assert build_defense("safethink").resolve_mode(tiny_backend) == "speculative"
+        assert build_defense("safethink").resolve_mode(tiny_backend) == "chunked"
     finally:
         cfg.repetition_penalty = 1.0

@@ -38,11 +38,23 @@ from safereason.reasoning.formats import ReasoningFormat
 
 DEFAULT_PREFIX = "Wait, think safely."
 #: how the monitored steps are generated (same rule, different cost; see the module docstring)
-MODES = ("auto", "session", "speculative", "stepwise")
+MODES = ("auto", "session", "chunked", "speculative", "stepwise")
 
 
 class DefenseError(SafereasonError):
     """A defense could not do its job (its safety scorer failed): the batch is not recorded."""
+
+
+def _ids_through(ids: Sequence[int], cut: int, decode: Any) -> int:
+    """How many of ``ids`` it takes for their text to reach character ``cut`` (the token holding it included)."""
+    lo, hi = 0, len(ids)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if len(decode(ids[:mid])) >= cut:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 def _seed(*parts: Any) -> int:
@@ -55,7 +67,8 @@ class SafeThinkDefense(Defense):
 
     def __init__(self, scorer: str = "rs-match", scorer_options: dict[str, Any] | None = None,
                  prefix: str = DEFAULT_PREFIX, threshold: float = 0.5, max_steps: int = 3, attempts: int = 4,
-                 delimiter: str = "\n\n", max_step_tokens: int = 128, mode: str = "auto") -> None:
+                 delimiter: str = "\n\n", max_step_tokens: int = 128, mode: str = "auto",
+                 chunk_tokens: int | None = None) -> None:
         from safereason.judges import JUDGES
 
         factory = JUDGES.get(scorer)
@@ -74,7 +87,9 @@ class SafeThinkDefense(Defense):
         self.scorer_name, self.scorer_options = scorer, dict(scorer_options or {})
         self.prefix, self.threshold, self.max_steps, self.attempts = prefix, threshold, max_steps, attempts
         self.delimiter, self.max_step_tokens = delimiter, max_step_tokens
-        self.mode = mode
+        if chunk_tokens is not None and chunk_tokens < 1:
+            raise ConfigError("safethink chunk_tokens must be >= 1")
+        self.mode, self.chunk_tokens = mode, chunk_tokens
         self._scorer: Any = None
 
     def identity(self) -> dict[str, Any]:
@@ -84,7 +99,7 @@ class SafeThinkDefense(Defense):
                 "scorer_identity": identity_hash(build_judge(self.scorer_name, self.scorer_options)),
                 "prefix": self.prefix, "threshold": self.threshold, "max_steps": self.max_steps,
                 "attempts": self.attempts, "delimiter": self.delimiter, "max_step_tokens": self.max_step_tokens,
-                "mode": self.mode}
+                "mode": self.mode, "chunk_tokens": self.chunk_tokens}
 
     @property
     def scorer(self) -> Any:
@@ -121,41 +136,52 @@ class SafeThinkDefense(Defense):
         mode = self.resolve_mode(backend, images)
         if mode == "session":
             return self._generate_session(backend, prompt_texts, user_prompts, params, seed, fmt=fmt, keys=keys)
+        if mode == "chunked":
+            return self._generate_session(backend, prompt_texts, user_prompts, params, seed, fmt=fmt, keys=keys,
+                                          images=images, chunk=self.chunk_tokens or self.max_step_tokens)
         if mode == "speculative":
             return self._generate_speculative(backend, prompt_texts, user_prompts, params, seed, fmt=fmt,
                                               images=images)
         return self._generate_stepwise(backend, prompt_texts, user_prompts, params, seed, fmt=fmt, images=images)
 
     def resolve_mode(self, backend: Backend, images: Sequence[Sequence[str]] | None = None) -> str:
-        """``auto``: a decode session where the backend has one (transformers, text only), else speculative."""
+        """``auto``: a decode session where the backend has one (transformers, text only), else chunked."""
         can = bool(getattr(backend, "supports_session", False)) and not (images and any(images))
         if self.mode == "auto":
-            return "session" if can else "speculative"
+            return "session" if can else "chunked"
         if self.mode == "session" and not can:
             raise ConfigError(f"safethink mode 'session' needs a backend with decode sessions (transformers, "
                               f"text only); {getattr(backend, 'name', type(backend).__name__)!r} has none: "
-                              "use mode=speculative")
+                              "use mode=chunked")
         return self.mode
 
     def _generate_session(self, backend: Any, prompt_texts: Sequence[str], user_prompts: Sequence[str],
-                          params: SamplingParams, seed: int, *, fmt: ReasoningFormat,
-                          keys: Sequence[str]) -> list[DefenseOutput]:
-        """Every row decodes token by token on one KV cache; a row that completes a monitored step is scored
-        at once (with the other rows completing one at that position), and a failing step is rewound to its
-        start and steered while the other rows go on. No row waits for another, and no prefix is re-read."""
+                          params: SamplingParams, seed: int, *, fmt: ReasoningFormat, keys: Sequence[str],
+                          images: Sequence[Sequence[str]] | None = None, chunk: int | None = None
+                          ) -> list[DefenseOutput]:
+        """Rows advance together (one id per step on a KV-cache session, ``chunk`` ids per batched call
+        otherwise); each monitored step is scored as soon as it is complete, with the other rows completing one
+        in the same step, and a failing step is rewound to its start and steered while the other rows go on.
+        No row waits for another at a step boundary."""
+        from safereason.models.session import ChunkedSession
+
         n = len(prompt_texts)
         base = [backend.encode(t) for t in prompt_texts]
         if self.max_steps == 0 or not fmt.has_thinking:  # nothing to monitor: exactly the undefended call
-            outs = backend.generate_ids(base, params, seed)
+            outs = backend.generate_ids(base, params, seed, **images_of(images, range(n)))
             return [DefenseOutput(c, {"defense": "safethink", "steps": [], "interventions": []}) for c in outs]
         decode = backend.decode
         prefix_ids = backend.encode(self.prefix)
         budget = params.max_new_tokens
-        sess = backend.open_session(base, params, [_seed(seed, k) for k in keys])
+        sess: Any
+        if chunk is None:
+            sess = backend.open_session(base, params, [_seed(seed, k) for k in keys])
+        else:
+            sess = ChunkedSession(backend, base, params, seed, chunk=chunk, images=images)
         step_no = [1] * n  # the step being generated; > max_steps: unmonitored
         start = [0] * n  # generated-id index where the current step starts (before any injected prefix)
         body = [0] * n  # ... and where the model's own text of it starts (after the prefix)
-        text_from = [0] * n  # character offset where the step's text starts, for the delimiter search
+        text_from = [0] * n  # character offset where the step's own text starts
         record: dict[int, dict[str, Any]] = {}  # the open intervention of a row
         steps: list[list[dict[str, Any]]] = [[] for _ in range(n)]
         interventions: list[list[dict[str, Any]]] = [[] for _ in range(n)]
@@ -164,54 +190,66 @@ class SafeThinkDefense(Defense):
             split = fmt.split(text, prompt_texts[i])
             return split.thinking if split.thinking is not None else text
 
-        while sess.live:
-            ended: list[tuple[int, int, int, bool]] = []  # (row, end char of the step, record end, closes)
-            for i in sess.step():
-                if step_no[i] > self.max_steps:
-                    continue
-                ids = sess.gen[i]
-                text = decode(ids)
-                close = text.find(fmt.think_end, text_from[i]) if fmt.think_end else -1
-                d = text.find(self.delimiter, text_from[i], close if close >= 0 else len(text))
-                if d >= 0:
-                    ended.append((i, d, d + len(self.delimiter), False))
-                elif close >= 0:
-                    ended.append((i, close, close, True))
-                elif len(ids) - body[i] >= self.max_step_tokens or sess.done[i]:
-                    end = len(text)
-                    if sess.stopped_by[i] not in (None, "eos"):
-                        end = text.find(sess.stopped_by[i])
-                    ended.append((i, end, end, False))
-            if not ended:
-                continue
-            safety = self.safety([user_prompts[i] for i, *_ in ended],
-                                 [thinking_of(i, decode(sess.gen[i])[:end]) for i, end, *_ in ended])
-            for (i, _, rec_end, closes), sfty in zip(ended, safety, strict=True):
-                rec = record.get(i)
-                if rec is not None:
-                    rec["safety"].append(sfty)
-                if sfty < self.threshold and (rec is None or rec["attempts"] < self.attempts) \
-                        and budget - start[i] - len(prefix_ids) > 0:
-                    if rec is None:
-                        rec = record[i] = {"step": step_no[i], "prefix": self.prefix, "attempts": 0,
-                                           "safety": [sfty], "accepted": False}
-                    rec["attempts"] += 1
-                    sess.rewind(i, start[i], prefix_ids, seed=_seed(seed, keys[i], "step", step_no[i], rec["attempts"]))
-                    body[i] = start[i] + len(prefix_ids)
-                    text_from[i] = len(decode(sess.gen[i]))
-                    continue
-                if rec is None and sfty < self.threshold:  # no budget left to steer: the step stays
-                    rec = {"step": step_no[i], "prefix": self.prefix, "attempts": 0, "safety": [sfty],
-                           "accepted": False}
-                    interventions[i].append(rec)
-                elif rec is not None:
-                    rec["accepted"] = sfty >= self.threshold
-                    interventions[i].append(record.pop(i))
-                steps[i].append({"step": step_no[i], "end": rec_end, "safety": sfty,
-                                 "tokens": len(sess.gen[i]) - start[i]})
-                step_no[i] = self.max_steps + 1 if closes else step_no[i] + 1
-                start[i] = body[i] = len(sess.gen[i])
-                text_from[i] = rec_end
+        def next_step(i: int) -> tuple[int, int, int, bool] | None:
+            """The row's current step if it is complete: (end of its text, end recorded, ids through its end,
+            closes the thought); None while it is still being written."""
+            ids = sess.gen[i]
+            text = decode(ids)
+            cap_at = body[i] + self.max_step_tokens
+            cap = len(decode(ids[:cap_at])) if len(ids) >= cap_at else None
+            limit = len(text) if cap is None else cap
+            close = text.find(fmt.think_end, text_from[i], limit) if fmt.think_end else -1
+            d = text.find(self.delimiter, text_from[i], close if close >= 0 else limit)
+            if d >= 0:
+                return d, d + len(self.delimiter), _ids_through(ids, d + len(self.delimiter), decode), False
+            if close >= 0:
+                return close, close, _ids_through(ids, close + len(fmt.think_end), decode), True
+            if cap is not None:
+                return cap, cap, cap_at, False
+            if sess.done[i]:
+                stop = sess.stopped_by[i]
+                end = text.find(stop, text_from[i]) if stop not in (None, "eos") else -1
+                end = end if end >= 0 else len(text)
+                return end, end, len(ids), False
+            return None
+
+        while any(step_no[i] <= self.max_steps and not sess.done[i] for i in range(n)):
+            todo = [i for i in sess.step() if step_no[i] <= self.max_steps]
+            while todo:  # a chunk may complete several steps of a row: score them in order
+                ended = [(i, st) for i in todo if (st := next_step(i)) is not None]
+                if not ended:
+                    break
+                safety = self.safety([user_prompts[i] for i, _ in ended],
+                                     [thinking_of(i, decode(sess.gen[i])[: st[0]]) for i, st in ended])
+                todo = []
+                for (i, (_, rec_end, end_ids, closes)), sfty in zip(ended, safety, strict=True):
+                    rec = record.get(i)
+                    if rec is not None:
+                        rec["safety"].append(sfty)
+                    if sfty < self.threshold and (rec is None or rec["attempts"] < self.attempts) \
+                            and budget - start[i] - len(prefix_ids) > 0:
+                        if rec is None:
+                            rec = record[i] = {"step": step_no[i], "prefix": self.prefix, "attempts": 0,
+                                               "safety": [sfty], "accepted": False}
+                        rec["attempts"] += 1
+                        sess.rewind(i, start[i], prefix_ids,
+                                    seed=_seed(seed, keys[i], "step", step_no[i], rec["attempts"]))
+                        body[i] = start[i] + len(prefix_ids)
+                        text_from[i] = len(decode(sess.gen[i]))
+                        continue
+                    if rec is None and sfty < self.threshold:  # no budget left to steer: the step stays
+                        interventions[i].append({"step": step_no[i], "prefix": self.prefix, "attempts": 0,
+                                                 "safety": [sfty], "accepted": False})
+                    elif rec is not None:
+                        rec["accepted"] = sfty >= self.threshold
+                        interventions[i].append(record.pop(i))
+                    steps[i].append({"step": step_no[i], "end": rec_end, "safety": sfty, "tokens": end_ids - start[i]})
+                    step_no[i] = self.max_steps + 1 if closes else step_no[i] + 1
+                    start[i] = body[i] = end_ids
+                    text_from[i] = rec_end
+                    if step_no[i] <= self.max_steps:
+                        todo.append(i)
+        sess.run()  # the rest, unmonitored
         control = [{"defense": "safethink", "steps": steps[i], "interventions": interventions[i]} for i in range(n)]
         return [DefenseOutput(c, ctl) for c, ctl in zip(sess.completions(), control, strict=True)]
 

@@ -14,11 +14,12 @@ generates after the rewind does not depend on how far it had got before it.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from safereason.models.base import Completion, SamplingParams, completion_from_ids
+from safereason.models.base import Completion, SamplingParams, completion_from_ids, ids_before
 
 
 def _warpers(params: SamplingParams) -> list[Any]:
@@ -225,3 +226,90 @@ class HFDecodeSession:
         return [completion_from_ids(self.gen[i] + ([self.eos_id] if self.stopped_by[i] == "eos" else []),
                                     self.params, stop_ids=self.stop_ids, decode=self.decode)
                 for i in range(self.n)]
+
+
+def _call_seed(seed: int, call: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"chunk:{seed}:{call}".encode()).digest()[:4], "little")
+
+
+class ChunkedSession:
+    """The session interface over any backend's ``generate_ids`` (vLLM, OpenAI-compatible servers, Ray,
+    image prompts): a step extends every live row by up to ``chunk`` ids in one batched call.
+
+    Every row of a call generates the same number of ids (no stop at a step boundary), so no row waits for a
+    slower one; a rewind costs only what is thrown away, and vLLM's prefix caching makes re-reading the kept
+    ids cheap. ``run()`` finishes all rows in one call. Seeds are per call (the backends derive per-row seeds
+    from them), so sampled rows depend on the call sequence, not on the session's batch.
+    """
+
+    def __init__(self, backend: Any, prompt_ids: Sequence[Sequence[int]], params: SamplingParams, seed: int, *,
+                 chunk: int, images: Sequence[Sequence[str]] | None = None) -> None:
+        if chunk < 1:
+            raise ValueError("chunk must be >= 1")
+        self.backend, self.params, self.seed, self.chunk = backend, params, seed, chunk
+        self.base = [list(p) for p in prompt_ids]
+        self.images = images
+        self.n = len(self.base)
+        self.gen: list[list[int]] = [[] for _ in range(self.n)]
+        self.done = [False] * self.n
+        self.stopped_by: list[str | None] = [None] * self.n
+        self.calls = 0
+
+    @property
+    def live(self) -> bool:
+        return not all(self.done)
+
+    def ids(self, row: int) -> list[int]:
+        return list(self.gen[row])
+
+    def _call(self, rows: list[int], max_new: int) -> None:
+        from dataclasses import replace
+
+        from safereason.reasoning.controls import images_of
+
+        room = {i: self.params.max_new_tokens - len(self.gen[i]) for i in rows}
+        outs = self.backend.generate_ids([self.base[i] + self.gen[i] for i in rows],
+                                         replace(self.params, max_new_tokens=max(1, min(max_new, max(room.values())))),
+                                         _call_seed(self.seed, self.calls), **images_of(self.images, rows))
+        self.calls += 1
+        decode = self.backend.decode
+        for i, c in zip(rows, outs, strict=True):
+            ids = list(c.token_ids)[: room[i]]
+            self.gen[i] += ids
+            if c.stopped_by is not None and len(c.token_ids) <= room[i]:
+                self.done[i], self.stopped_by[i] = True, c.stopped_by
+            elif len(self.gen[i]) >= self.params.max_new_tokens or not ids:
+                self.done[i] = True
+            if self.params.stop and self.stopped_by[i] is None:  # a stop string across the chunk boundary
+                text = decode(self.gen[i])
+                hits = [(k, s) for s in self.params.stop if (k := text.find(s)) >= 0]
+                if hits:
+                    cut, stop = min(hits)
+                    self.gen[i] = ids_before(self.gen[i], cut, decode)
+                    self.done[i], self.stopped_by[i] = True, stop
+
+    def step(self) -> list[int]:
+        rows = [i for i in range(self.n) if not self.done[i]]
+        if rows:
+            self._call(rows, self.chunk)
+        return rows
+
+    def rewind(self, row: int, keep: int, force: Sequence[int], seed: int | None = None) -> None:
+        if not 0 <= keep <= len(self.gen[row]):
+            raise ValueError(f"cannot keep {keep} of {len(self.gen[row])} generated ids")
+        if keep + len(force) > self.params.max_new_tokens:
+            raise ValueError("the forced ids do not fit in the row's token budget")
+        self.gen[row] = self.gen[row][:keep] + list(force)
+        self.done[row], self.stopped_by[row] = len(self.gen[row]) >= self.params.max_new_tokens, None
+
+    def run(self) -> None:
+        while rows := [i for i in range(self.n) if not self.done[i]]:
+            self._call(rows, self.params.max_new_tokens)
+
+    def completions(self) -> list[Completion]:
+        out = []
+        for i in range(self.n):
+            stopped = self.stopped_by[i]
+            out.append(Completion(self.backend.decode(self.gen[i]), len(self.gen[i]),
+                                  "stop" if stopped is not None else "length", tuple(self.gen[i]), stopped))
+        return out
