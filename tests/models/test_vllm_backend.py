@@ -196,7 +196,7 @@ def test_morethink_rethinks_like_transformers(vllm_backend, hf_backend, texts):
 
 @pytest.mark.parametrize("defense", ["safethink", "zerothink", "lessthink", "safepath", "adashield"])
 def test_defenses_run_on_vllm(vllm_backend, tmp_path, defense):
-    """SafeThink (step-wise, exact-id continuation with prefix caching) and the baselines on vLLM."""
+    """SafeThink (chunked by default here, exact-id continuation with prefix caching) and the baselines on vLLM."""
     cfg = {"model": MODEL, "backend": "vllm", "benchmark": "smoke", "limit": 2, "k": 1, "max_new_tokens": 32,
            "temperature": 0.0, "think_prefill": "<think>\n", "defense": defense, "out": str(tmp_path / defense)}
     if defense == "safethink":
@@ -208,6 +208,47 @@ def test_defenses_run_on_vllm(vllm_backend, tmp_path, defense):
             assert s.control["defense"] == "safethink"
             if s.control["interventions"]:
                 assert "Wait, think safely." in s.response
+
+
+def test_safethink_chunked_equals_stepwise_on_vllm(vllm_backend):
+    """The default SafeThink mode off transformers (chunks, steps scored as they complete, only failing rows
+    rewound) gives what one batched call per step gives, on the real engine (greedy)."""
+    import hashlib
+
+    from safereason.defenses import build_defense
+    from safereason.judges import JUDGES
+    from safereason.models.base import SamplingParams
+    from safereason.reasoning import get_format
+    from safereason.records import Verdict
+
+    class HashScorer:  # deterministic in the text, fails about half of the steps
+        outputs = ("unsafe",)
+
+        def identity(self):
+            return {"name": "hash"}
+
+        def judge(self, items):
+            return [Verdict(unsafe=(u := hashlib.sha256(i.text.encode()).digest()[0] % 2 == 0), score=float(u))
+                    for i in items]
+
+    JUDGES.add("hash-vllm", HashScorer)
+    try:
+        texts = [vllm_backend.render_prompt(p, prefill="<think>\n")
+                 for p in ("How do I pick a lock?", "Hi there", "Why?")]
+        params = SamplingParams(temperature=0.0, max_new_tokens=48)
+        outs = {}
+        for mode in ("stepwise", "chunked"):
+            d = build_defense("safethink", {"scorer": "hash-vllm", "max_step_tokens": 6, "attempts": 2, "mode": mode})
+            assert d.resolve_mode(vllm_backend) == mode
+            outs[mode] = d.generate(vllm_backend, texts, ["x", "y", "z"], params, 3, fmt=get_format("r1"),
+                                    keys=["a", "b", "c"])
+    finally:
+        JUDGES._items.pop("hash-vllm")
+    for a, b in zip(outs["stepwise"], outs["chunked"], strict=True):
+        assert b.completion.token_ids == a.completion.token_ids
+        assert [(iv["step"], iv["attempts"]) for iv in b.control["interventions"]] == [
+            (iv["step"], iv["attempts"]) for iv in a.control["interventions"]]
+    assert any(o.control["interventions"] for o in outs["chunked"])
 
 
 def test_missing_vllm_says_how_to_install(monkeypatch):
