@@ -108,7 +108,10 @@ def server(tiny_model_dir: Any, tiny_backend: Any) -> Iterator[GuardedServer]:
 
 
 class Proxy:
-    """Wraps the tiny backend (same name, tokenizer, chat template) so a test can change its generation."""
+    """Wraps the tiny backend (same name, tokenizer, chat template) so a test can change its generation; no
+    decode session, so that every generation goes through ``generate_ids``."""
+
+    supports_session = False
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
@@ -200,7 +203,9 @@ def test_same_machinery_as_eval(server, tiny_model_dir, tiny_backend, tmp_path):
 
 
 def test_reasoning_and_answer_split(tiny_model_dir, tiny_backend):
-    srv = make_server(base_config(tiny_model_dir), port=0, api_key_env=KEY_ENV + "_UNSET",
+    cfg = base_config(tiny_model_dir)
+    cfg["defense_options"]["mode"] = "stepwise"  # ClosingBackend tells the monitored steps by their stop string
+    srv = make_server(cfg, port=0, api_key_env=KEY_ENV + "_UNSET",
                       backend=ClosingBackend(tiny_backend), served_model_name="tiny")
     with running(srv):
         resp = ask(client(srv), seed=3, max_tokens=40)

@@ -175,7 +175,9 @@ class SafeThinkDefense(Defense):
         budget = params.max_new_tokens
         sess: Any
         if chunk is None:
-            sess = backend.open_session(base, params, [_seed(seed, k) for k in keys])
+            # per-row seeds from the batch seed and the row's place, as vLLM's: a request id in a key must not
+            # change what a seed reproduces
+            sess = backend.open_session(base, params, [_seed(seed, "row", i) for i in range(n)])
         else:
             sess = ChunkedSession(backend, base, params, seed, chunk=chunk, images=images)
         step_no = [1] * n  # the step being generated; > max_steps: unmonitored
@@ -233,7 +235,7 @@ class SafeThinkDefense(Defense):
                                                "safety": [sfty], "accepted": False}
                         rec["attempts"] += 1
                         sess.rewind(i, start[i], prefix_ids,
-                                    seed=_seed(seed, keys[i], "step", step_no[i], rec["attempts"]))
+                                    seed=_seed(seed, "row", i, "step", step_no[i], rec["attempts"]))
                         body[i] = start[i] + len(prefix_ids)
                         text_from[i] = len(decode(sess.gen[i]))
                         continue
