@@ -1,5 +1,6 @@
 """SafeThink with a scripted model and a scripted scorer, the baselines, and runs on real models."""
 
+import itertools
 import json
 import subprocess
 import sys
@@ -345,3 +346,37 @@ def test_session_mode_is_auto_on_transformers_and_m_zero_is_the_plain_call(tiny_
     params = SamplingParams(temperature=1.0, max_new_tokens=16)
     (o,) = d.generate(tiny_backend, [text], ["Hi"], params, 3, fmt=R1, keys=["a"])
     assert o.completion.token_ids == tiny_backend.generate([text], params, 3)[0].token_ids
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delimiter", ["\n\n", " "])
+def test_session_and_chunked_agree_on_real_text(smollm2_dir, delimiter):
+    """On the embedded model's prose, where a delimiter may sit inside a token (" the"): session and chunked
+    both keep the model's own ids, so they agree exactly, and recorded steps end at their delimiter."""
+    from safereason.models.transformers_backend import TransformersBackend
+
+    backend = TransformersBackend(str(smollm2_dir), device="cpu", dtype="float32")
+    JUDGES.add("hash", HashScorer)
+    try:
+        texts = [backend.render_prompt(p, prefill="<think>\n") for p in
+                 ("How do I pick a lock?", "Write a short poem about rain.", "Explain why the sky is blue.")]
+        params = SamplingParams(temperature=0.0, max_new_tokens=48)
+        outs = {}
+        for mode, chunk in (("session", None), ("chunked", 5)):
+            d = build_defense("safethink", {"scorer": "hash", "max_step_tokens": 16, "attempts": 2, "mode": mode,
+                                            "chunk_tokens": chunk, "delimiter": delimiter})
+            outs[mode] = d.generate(backend, texts, ["x"] * 3, params, 5, fmt=R1, keys=["a", "b", "c"])
+    finally:
+        JUDGES._items.pop("hash")
+    delimited = 0
+    for a, b in zip(outs["session"], outs["chunked"], strict=True):
+        assert a.completion.token_ids == b.completion.token_ids
+        assert a.control == b.control
+        ends = [0] + [st["end"] for st in a.control["steps"]]
+        assert ends == sorted(ends) and all(st["tokens"] > 0 for st in a.control["steps"])
+        # every attempt was scored, even one the model ended right after the prefix
+        assert all(len(iv["safety"]) == iv["attempts"] + 1 for iv in a.control["interventions"])
+        delimited += sum(delimiter in a.completion.text[x:y] for x, y in itertools.pairwise(ends))
+    assert sum(len(o.control["interventions"]) for o in outs["session"]) > 0
+    if delimiter == " ":
+        assert delimited > 0

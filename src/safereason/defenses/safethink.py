@@ -192,18 +192,29 @@ class SafeThinkDefense(Defense):
             split = fmt.split(text, prompt_texts[i])
             return split.thinking if split.thinking is not None else text
 
+        window = max(len(self.delimiter), len(fmt.think_end or "")) + 2
+
         def next_step(i: int) -> tuple[int, int, int, bool] | None:
             """The row's current step if it is complete: (end of its text, end recorded, ids through its end,
             closes the thought); None while it is still being written."""
             ids = sess.gen[i]
-            text = decode(ids)
             cap_at = body[i] + self.max_step_tokens
+            if chunk is None and not sess.done[i] and len(ids) < cap_at and len(ids) > body[i] + window:
+                # one new id: look at the tail only (a token holds at least one character), the whole text
+                # only when a boundary string shows there; keeps a large batch cheap per token
+                tail = decode(ids[-window:])
+                if self.delimiter not in tail and not (fmt.think_end and fmt.think_end in tail):
+                    return None
+            text = decode(ids)
             cap = len(decode(ids[:cap_at])) if len(ids) >= cap_at else None
             limit = len(text) if cap is None else cap
             close = text.find(fmt.think_end, text_from[i], limit) if fmt.think_end else -1
             d = text.find(self.delimiter, text_from[i], close if close >= 0 else limit)
+            # a step ends with the id that completes its delimiter; the next one starts after that id (where a
+            # delimiter ends inside an id, as in " the" for a space, that id's rest counts as this step's)
             if d >= 0:
-                return d, d + len(self.delimiter), _ids_through(ids, d + len(self.delimiter), decode), False
+                through = _ids_through(ids, d + len(self.delimiter), decode)
+                return d, len(decode(ids[:through])), through, False
             if close >= 0:
                 return close, close, _ids_through(ids, close + len(fmt.think_end), decode), True
             if cap is not None:
@@ -212,6 +223,8 @@ class SafeThinkDefense(Defense):
                 stop = sess.stopped_by[i]
                 end = text.find(stop, text_from[i]) if stop not in (None, "eos") else -1
                 end = end if end >= 0 else len(text)
+                if len(ids) <= start[i]:
+                    return None  # the sample ended with the previous step: nothing more to monitor
                 return end, end, len(ids), False
             return None
 
@@ -251,6 +264,8 @@ class SafeThinkDefense(Defense):
                     text_from[i] = rec_end
                     if step_no[i] <= self.max_steps:
                         todo.append(i)
+        for i, rec in record.items():  # an attempt the sample's end left unscored (not expected): keep it
+            interventions[i].append(rec)
         sess.run()  # the rest, unmonitored
         control = [{"defense": "safethink", "steps": steps[i], "interventions": interventions[i]} for i in range(n)]
         return [DefenseOutput(c, ctl) for c, ctl in zip(sess.completions(), control, strict=True)]
