@@ -8,7 +8,7 @@ One trigger costs what it must: the failing step is generated, scored and thrown
 first step's tokens twice (plus the prefix). The ratio is therefore about 1 + (first step) / (whole output);
 the defaults (512 new tokens, steps of at most 64) are the proportions of a reasoning trace. With a budget
 hardly longer than a step (``--max-new-tokens 128 --max-step-tokens 128``) no implementation can get far
-below 2x. ``--mode`` compares the implementations (session is the default on transformers).
+below 2x. ``--mode`` compares the implementations (auto: session on transformers, chunked on vLLM).
 
     .venv/bin/python benchmarks/safethink.py [--model smollm2-135m] [--n-prompts 8] [--max-new-tokens 512]
 """
@@ -50,7 +50,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--max-step-tokens", type=int, default=64)
     ap.add_argument("--mode", default="auto",
-                    help="safethink mode: auto (session here), session, speculative, stepwise")
+                    help="safethink mode: auto, session, chunked, speculative, stepwise")
     args = ap.parse_args()
 
     from safereason.data import load_benchmark

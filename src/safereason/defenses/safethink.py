@@ -11,11 +11,12 @@ Defaults are ours, since the paper's exact values are not public: s = "Wait, thi
 m = 3, B = 4. With m = 0 the output is exactly the undefended output (same seed, same ids).
 
 All steps are batched across the prompts and samples of a batch; each continuation extends the exact ids
-generated so far. Three implementations of the same rule (``mode``): ``session`` decodes token by token on
+generated so far. Four implementations of the same rule (``mode``): ``session`` decodes token by token on
 one KV cache and rewinds only the failing row (no waiting, no prefix re-read; transformers, text prompts);
-``speculative`` drafts whole continuations in batched calls and re-drafts only failing rows (any backend);
-``stepwise`` makes one batched call per step (the reference the other two are tested against). ``auto``
-picks session where the backend has it, else speculative.
+``chunked`` extends all rows by fixed chunks per batched call and rewinds only failing rows (any backend);
+``speculative`` drafts whole continuations and re-drafts failing rows (no trigger: exactly the undefended
+call); ``stepwise`` makes one batched call per step (the reference the others are tested against). ``auto``
+picks session where the backend has it, else chunked.
 
 A scorer error stops the run (it is resumable) rather than letting a step pass unmonitored. What happened
 is recorded per sample in ``control``: the step boundaries (character offsets into the response) with their
