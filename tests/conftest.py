@@ -65,3 +65,42 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+class HashScorer:
+    """A deterministic, text-only safety scorer that fails about one step in ``modulus``: two SafeThink runs
+    agree exactly when they produce the same traces, and it steers often enough to compare interventions."""
+
+    outputs = ("unsafe",)
+
+    def __init__(self, modulus: int = 3) -> None:
+        self.modulus = modulus
+
+    def identity(self) -> dict:
+        return {"name": "hash", "modulus": self.modulus}
+
+    def judge(self, items: list) -> list:
+        import hashlib
+
+        from safereason.records import Verdict
+
+        return [Verdict(unsafe=(u := hashlib.sha256(i.text.encode()).digest()[0] % self.modulus == 0),
+                        score=float(u)) for i in items]
+
+
+@pytest.fixture()
+def hash_judge():
+    """Registers HashScorer under a judge name for the test: ``name = hash_judge(modulus)``."""
+    from safereason.judges import JUDGES
+
+    names: list[str] = []
+
+    def register(modulus: int = 3) -> str:
+        name = f"hash-{modulus}"
+        JUDGES.add(name, lambda: HashScorer(modulus))
+        names.append(name)
+        return name
+
+    yield register
+    for name in names:
+        JUDGES._items.pop(name, None)

@@ -296,35 +296,16 @@ def test_cli_safethink_on_embedded_model(smollm2_dir, tmp_path, cli_env):
             assert PREFIX in s["response"]
 
 
-class HashScorer:
-    """A deterministic, text-only scorer that fails about a third of the steps: two runs agree exactly when
-    they produce the same traces."""
-
-    outputs = ("unsafe",)
-
-    def identity(self):
-        return {"name": "hash"}
-
-    def judge(self, items):
-        import hashlib
-
-        return [Verdict(unsafe=(u := hashlib.sha256(i.text.encode()).digest()[0] % 3 == 0), score=float(u))
-                for i in items]
-
-
-def test_session_and_chunked_equal_stepwise_on_a_real_model(tiny_backend):
-    JUDGES.add("hash", HashScorer)
-    try:
-        texts = [tiny_backend.render_prompt(p, prefill="<think>\n") for p in ("How do I x?", "Hi", "Tell me y")]
-        params = SamplingParams(temperature=0.0, max_new_tokens=40)
-        outs = {}
-        for mode, chunk in (("stepwise", None), ("session", None), ("chunked", 7)):
-            d = build_defense("safethink", {"scorer": "hash", "max_step_tokens": 4, "attempts": 2, "mode": mode,
-                                            "chunk_tokens": chunk})
-            assert d.resolve_mode(tiny_backend) == mode
-            outs[mode] = d.generate(tiny_backend, texts, ["x"] * 3, params, 5, fmt=R1, keys=["a", "b", "c"])
-    finally:
-        JUDGES._items.pop("hash")
+def test_session_and_chunked_equal_stepwise_on_a_real_model(tiny_backend, hash_judge):
+    scorer = hash_judge(3)
+    texts = [tiny_backend.render_prompt(p, prefill="<think>\n") for p in ("How do I x?", "Hi", "Tell me y")]
+    params = SamplingParams(temperature=0.0, max_new_tokens=40)
+    outs = {}
+    for mode, chunk in (("stepwise", None), ("session", None), ("chunked", 7)):
+        d = build_defense("safethink", {"scorer": scorer, "max_step_tokens": 4, "attempts": 2, "mode": mode,
+                                        "chunk_tokens": chunk})
+        assert d.resolve_mode(tiny_backend) == mode
+        outs[mode] = d.generate(tiny_backend, texts, ["x"] * 3, params, 5, fmt=R1, keys=["a", "b", "c"])
     for a, b, c in zip(outs["stepwise"], outs["session"], outs["chunked"], strict=True):
         assert c.completion.token_ids == a.completion.token_ids
         assert c.control["interventions"] == b.control["interventions"] and c.control["steps"] == b.control["steps"]
@@ -350,24 +331,21 @@ def test_session_mode_is_auto_on_transformers_and_m_zero_is_the_plain_call(tiny_
 
 @pytest.mark.slow
 @pytest.mark.parametrize("delimiter", ["\n\n", " "])
-def test_session_and_chunked_agree_on_real_text(smollm2_dir, delimiter):
+def test_session_and_chunked_agree_on_real_text(smollm2_dir, delimiter, hash_judge):
     """On the embedded model's prose, where a delimiter may sit inside a token (" the"): session and chunked
     both keep the model's own ids, so they agree exactly, and recorded steps end at their delimiter."""
     from safereason.models.transformers_backend import TransformersBackend
 
     backend = TransformersBackend(str(smollm2_dir), device="cpu", dtype="float32")
-    JUDGES.add("hash", HashScorer)
-    try:
-        texts = [backend.render_prompt(p, prefill="<think>\n") for p in
-                 ("How do I pick a lock?", "Write a short poem about rain.", "Explain why the sky is blue.")]
-        params = SamplingParams(temperature=0.0, max_new_tokens=48)
-        outs = {}
-        for mode, chunk in (("session", None), ("chunked", 5)):
-            d = build_defense("safethink", {"scorer": "hash", "max_step_tokens": 16, "attempts": 2, "mode": mode,
-                                            "chunk_tokens": chunk, "delimiter": delimiter})
-            outs[mode] = d.generate(backend, texts, ["x"] * 3, params, 5, fmt=R1, keys=["a", "b", "c"])
-    finally:
-        JUDGES._items.pop("hash")
+    scorer = hash_judge(3)
+    texts = [backend.render_prompt(p, prefill="<think>\n") for p in
+             ("How do I pick a lock?", "Write a short poem about rain.", "Explain why the sky is blue.")]
+    params = SamplingParams(temperature=0.0, max_new_tokens=48)
+    outs = {}
+    for mode, chunk in (("session", None), ("chunked", 5)):
+        d = build_defense("safethink", {"scorer": scorer, "max_step_tokens": 16, "attempts": 2, "mode": mode,
+                                        "chunk_tokens": chunk, "delimiter": delimiter})
+        outs[mode] = d.generate(backend, texts, ["x"] * 3, params, 5, fmt=R1, keys=["a", "b", "c"])
     delimited = 0
     for a, b in zip(outs["session"], outs["chunked"], strict=True):
         assert a.completion.token_ids == b.completion.token_ids

@@ -250,41 +250,24 @@ def test_evaluate_figstep_end_to_end(vlm: Any, tiny_vlm_dir: Path, shared_data: 
     assert [s.response for s in again.samples] == [s.response for s in res.samples]
 
 
-def test_safethink_with_images(vlm: Any, images: dict[str, str]) -> None:
+def test_safethink_with_images(vlm: Any, images: dict[str, str], hash_judge: Any) -> None:
     """SafeThink on a vision-language model: the default mode there (chunked) passes each row's images to
     every continuation and steers as the step-by-step reference does (greedy, a scorer that steers)."""
-    import hashlib
-
     from safereason.defenses import build_defense
-    from safereason.judges import JUDGES
     from safereason.reasoning import get_format
-    from safereason.records import Verdict
-
-    class HashScorer:
-        outputs = ("unsafe",)
-
-        def identity(self) -> dict:
-            return {"name": "hash"}
-
-        def judge(self, items: Any) -> list[Verdict]:
-            return [Verdict(unsafe=(u := hashlib.sha256(i.text.encode()).digest()[0] % 2 == 0), score=float(u))
-                    for i in items]
 
     texts = [vlm.render_prompt("Describe", images=[images["a"]], prefill="<think>\n"),
              vlm.render_prompt("Describe", images=[images["b"]], prefill="<think>\n"),
              vlm.render_prompt("text only", prefill="<think>\n")]
     imgs = [[images["a"]], [images["b"]], []]
     params = SamplingParams(temperature=0.0, max_new_tokens=24)
-    JUDGES.add("hash-vlm", HashScorer)
-    try:
-        outs = {}
-        for mode in ("auto", "stepwise"):
-            d = build_defense("safethink", {"scorer": "hash-vlm", "max_step_tokens": 4, "attempts": 2, "mode": mode})
-            assert d.resolve_mode(vlm, imgs) == ("chunked" if mode == "auto" else mode)
-            outs[mode] = d.generate(vlm, texts, ["x"] * 3, params, 2, fmt=get_format("r1"), keys=["a", "b", "c"],
-                                    images=imgs)
-    finally:
-        JUDGES._items.pop("hash-vlm")
+    scorer = hash_judge(2)
+    outs = {}
+    for mode in ("auto", "stepwise"):
+        d = build_defense("safethink", {"scorer": scorer, "max_step_tokens": 4, "attempts": 2, "mode": mode})
+        assert d.resolve_mode(vlm, imgs) == ("chunked" if mode == "auto" else mode)
+        outs[mode] = d.generate(vlm, texts, ["x"] * 3, params, 2, fmt=get_format("r1"), keys=["a", "b", "c"],
+                                images=imgs)
     for a, b in zip(outs["auto"], outs["stepwise"], strict=True):
         assert a.completion.token_ids == b.completion.token_ids
         assert [(iv["step"], iv["attempts"]) for iv in a.control["interventions"]] == [

@@ -210,40 +210,23 @@ def test_defenses_run_on_vllm(vllm_backend, tmp_path, defense):
                 assert "Wait, think safely." in s.response
 
 
-def test_safethink_chunked_equals_stepwise_on_vllm(vllm_backend):
+def test_safethink_chunked_equals_stepwise_on_vllm(vllm_backend, hash_judge):
     """The default SafeThink mode off transformers (chunks, steps scored as they complete, only failing rows
     rewound) gives what one batched call per step gives, on the real engine (greedy)."""
-    import hashlib
-
     from safereason.defenses import build_defense
-    from safereason.judges import JUDGES
     from safereason.models.base import SamplingParams
     from safereason.reasoning import get_format
-    from safereason.records import Verdict
 
-    class HashScorer:  # deterministic in the text, fails about half of the steps
-        outputs = ("unsafe",)
-
-        def identity(self):
-            return {"name": "hash"}
-
-        def judge(self, items):
-            return [Verdict(unsafe=(u := hashlib.sha256(i.text.encode()).digest()[0] % 2 == 0), score=float(u))
-                    for i in items]
-
-    JUDGES.add("hash-vllm", HashScorer)
-    try:
-        texts = [vllm_backend.render_prompt(p, prefill="<think>\n")
-                 for p in ("How do I pick a lock?", "Hi there", "Why?")]
-        params = SamplingParams(temperature=0.0, max_new_tokens=48)
-        outs = {}
-        for mode in ("stepwise", "chunked"):
-            d = build_defense("safethink", {"scorer": "hash-vllm", "max_step_tokens": 6, "attempts": 2, "mode": mode})
-            assert d.resolve_mode(vllm_backend) == mode
-            outs[mode] = d.generate(vllm_backend, texts, ["x", "y", "z"], params, 3, fmt=get_format("r1"),
-                                    keys=["a", "b", "c"])
-    finally:
-        JUDGES._items.pop("hash-vllm")
+    scorer = hash_judge(2)
+    texts = [vllm_backend.render_prompt(p, prefill="<think>\n")
+             for p in ("How do I pick a lock?", "Hi there", "Why?")]
+    params = SamplingParams(temperature=0.0, max_new_tokens=48)
+    outs = {}
+    for mode in ("stepwise", "chunked"):
+        d = build_defense("safethink", {"scorer": scorer, "max_step_tokens": 6, "attempts": 2, "mode": mode})
+        assert d.resolve_mode(vllm_backend) == mode
+        outs[mode] = d.generate(vllm_backend, texts, ["x", "y", "z"], params, 3, fmt=get_format("r1"),
+                                keys=["a", "b", "c"])
     for a, b in zip(outs["stepwise"], outs["chunked"], strict=True):
         assert b.completion.token_ids == a.completion.token_ids
         assert [(iv["step"], iv["attempts"]) for iv in b.control["interventions"]] == [
