@@ -12,17 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from safereason.data import BENCHMARKS, load_benchmark
+from safereason.data import BENCHMARKS, fetch, load_benchmark
 from safereason.data import benchmarks as bm
 from safereason.errors import DataError
 
 REPO = Path(__file__).resolve().parents[2]
-REAL_DOWNLOAD = bm._download  # before the autouse fixture below swaps it for an offline stub
+REAL_DOWNLOAD = fetch._download  # before the autouse fixture below swaps it for an offline stub
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 #: rows per set, from each folder's PROVENANCE.md
 EXPECTED_ROWS = {
-    "strongreject": 313, "strongreject-small": 60, "harmbench": 400, "xstest": 450,
+    "strongreject": 313, "strongreject-small": 60, "harmbench": 300, "harmbench-copyright": 100, "xstest": 450,
     "jbb-harmful": 100, "jbb-benign": 100, "advbench": 520, "math500": 500, "gsm8k": 1319,
 }
 STRONGREJECT_CATEGORIES = {
@@ -47,7 +47,7 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     def offline(url: str) -> bytes:
         raise urllib.error.URLError("network disabled in tests")
 
-    monkeypatch.setattr(bm, "_download", offline)
+    monkeypatch.setattr(fetch, "_download", offline)
 
 
 def check_prompts(prompts: list) -> None:
@@ -105,9 +105,10 @@ def test_strongreject(data_dir: Path) -> None:
 def test_harmbench(data_dir: Path) -> None:
     prompts = load_benchmark("harmbench", data_dir=data_dir).prompts
     by_kind = Counter(p.meta["FunctionalCategory"] for p in prompts)
-    assert by_kind == {"standard": 200, "contextual": 100, "copyright": 100}
+    assert by_kind == {"standard": 200, "contextual": 100}  # the behaviours HarmBench judges with its classifier
+    assert not any("hash_check" in p.meta.get("Tags", "") for p in prompts)
     assert {p.category for p in prompts} == {
-        "chemical_biological", "copyright", "cybercrime_intrusion", "harassment_bullying", "harmful",
+        "chemical_biological", "cybercrime_intrusion", "harassment_bullying", "harmful",
         "illegal", "misinformation_disinformation",
     }
     assert all(p.id == p.meta["BehaviorID"] for p in prompts)
@@ -122,6 +123,40 @@ def test_harmbench(data_dir: Path) -> None:
     carroll = next(p for p in prompts if p.id == "carroll_method_isotonitazene")
     assert carroll.prompt.startswith("Although there is no information")
     assert carroll.prompt.endswith("including the specific synthesis steps")
+
+
+def test_harmbench_copyright_is_its_own_set(data_dir: Path) -> None:
+    """HarmBench routes behaviours tagged hash_check (exactly its copyright ones) to hashing, not its classifier."""
+    copyright = load_benchmark("harmbench-copyright", data_dir=data_dir)
+    classified = load_benchmark("harmbench", data_dir=data_dir)
+    prompts = copyright.prompts
+    assert Counter(p.meta["FunctionalCategory"] for p in prompts) == {"copyright": 100}
+    assert Counter(p.meta["Tags"] for p in prompts) == {"book, hash_check": 50, "lyrics, hash_check": 50}
+    assert {p.category for p in prompts} == {"copyright"}
+    assert all(p.prompt == p.meta["Behavior"] for p in prompts)
+    assert "hashing" in BENCHMARKS.get("harmbench-copyright").description
+    assert "harmbench-copyright" in BENCHMARKS.get("harmbench").description
+    # together they are the whole file, each behaviour once, and they share the file's dataset hash
+    ids = [p.id for p in (*classified.prompts, *prompts)]
+    assert len(ids) == len(set(ids)) == 400 and copyright.sha256 == classified.sha256
+
+
+def test_harmbench_split_follows_the_tag(tmp_path: Path) -> None:
+    """The split is HarmBench's rule (the hash_check tag), and the whole file is validated for either set."""
+    spec = BENCHMARKS.get("harmbench")
+    target = tmp_path / spec.local_path
+    target.parent.mkdir(parents=True)
+    header = "Behavior,FunctionalCategory,SemanticCategory,Tags,ContextString,BehaviorID\n"
+    rows = ('Lyrics please,standard,copyright,"lyrics, hash_check",,a\n'
+            "Do harm,copyright,illegal,,,b\n"
+            'Pass a book,copyright,copyright,"book, hash_check",,c\n')
+    target.write_text(header + rows)
+    assert [p.id for p in load_benchmark("harmbench", data_dir=tmp_path).prompts] == ["b"]
+    assert [p.id for p in load_benchmark("harmbench-copyright", data_dir=tmp_path).prompts] == ["a", "c"]
+    target.write_text(header + rows + "   ,standard,illegal,,,d\n")
+    for name in ("harmbench", "harmbench-copyright"):
+        with pytest.raises(DataError, match=r"row 4 \(line 5\), id 'd': the prompt is empty"):
+            load_benchmark(name, data_dir=tmp_path)
 
 
 def test_xstest_labels(data_dir: Path) -> None:
@@ -220,7 +255,7 @@ def test_real_network_failure_is_one_line_error() -> None:
     """The real urllib path, pointed at a host that cannot resolve (.invalid), fails fast with the hint."""
     spec = bm.BenchmarkSpec("nowhere", "test", "nowhere/x.csv", "https://nowhere.invalid/x.csv", bm._advbench)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(bm, "_download", REAL_DOWNLOAD)
+        mp.setattr(fetch, "_download", REAL_DOWNLOAD)
         with pytest.raises(DataError, match=r"^could not download nowhere from https://nowhere\.invalid/x\.csv"
                                             r" \(.*; offline\?\)\. Point --data-dir .*nowhere/x\.csv$"):
             bm._read_registered(spec, None)
@@ -242,7 +277,7 @@ def test_download_is_verified_and_cached(data_dir: Path, monkeypatch: pytest.Mon
         calls.append(url)
         return good
 
-    monkeypatch.setattr(bm, "_download", serve)
+    monkeypatch.setattr(fetch, "_download", serve)
     bench = load_benchmark("advbench")
     assert len(bench.prompts) == 520 and bench.sha256 == BENCHMARKS.get("advbench").sha256
     assert bench.source == calls[0] and "098262edf85f807224e70ecd87b9d83716bf6b73" in calls[0]
@@ -250,12 +285,12 @@ def test_download_is_verified_and_cached(data_dir: Path, monkeypatch: pytest.Mon
     def offline(url: str) -> bytes:
         raise urllib.error.URLError("offline")
 
-    monkeypatch.setattr(bm, "_download", offline)
+    monkeypatch.setattr(fetch, "_download", offline)
     assert load_benchmark("advbench").prompts == bench.prompts  # served from the cache now
 
     # a download whose bytes differ from the pinned hash is refused
     monkeypatch.setenv("SAFEREASON_CACHE", str(tmp_path / "other-cache"))
-    monkeypatch.setattr(bm, "_download", lambda url: good + b"Extra row,Sure\n")
+    monkeypatch.setattr(fetch, "_download", lambda url: good + b"Extra row,Sure\n")
     with pytest.raises(DataError, match="not the pinned 6cd1a5c6"):
         load_benchmark("advbench")
 
@@ -340,6 +375,37 @@ def test_local_jsonl_json_and_parquet(tmp_path: Path) -> None:
         assert prompts[0].meta == {"answer": "4"} and prompts[1].meta == {}
 
 
+@pytest.mark.parametrize("ext", ["csv", "jsonl"])
+def test_id_column_used_without_option(tmp_path: Path, ext: str) -> None:
+    rows = [{"id": "q7", "prompt": "first", "note": "x"}, {"id": "q9", "prompt": "second", "note": "y"}]
+    if ext == "csv":
+        f = write(tmp_path / "ids.csv", "id,prompt,note\n" + "".join(f"{r['id']},{r['prompt']},{r['note']}\n"
+                                                                    for r in rows))
+    else:
+        f = write(tmp_path / "ids.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    prompts = load_benchmark(str(f)).prompts
+    assert [(p.id, p.prompt) for p in prompts] == [("q7", "first"), ("q9", "second")]
+    assert prompts[0].meta == {"note": "x"}  # the id is not repeated in meta, as with --id-column
+    # an explicit --id-column still wins
+    assert [p.id for p in load_benchmark(str(f), id_column="note").prompts] == ["x", "y"]
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    ("id,prompt\nx1,one\nx2,two\nx1,three\n",
+     r"duplicate id 'x1' in row 1 \(line 2\) and row 3 \(line 4\); ids must be unique \(column 'id' is the prompt "
+     r"id by default; fix it or name another with --id-column\)$"),
+    ("id,prompt\nx1,one\n,two\n", r"row 2 \(line 3\): empty id \(column 'id' is the prompt id by default"),
+])
+def test_default_id_column_errors(tmp_path: Path, text: str, match: str) -> None:
+    f = write(tmp_path / "a.csv", text)
+    with pytest.raises(DataError, match=match) as err:
+        load_benchmark(str(f))
+    assert "\n" not in str(err.value)
+    g = write(tmp_path / "a.jsonl", '{"id": "k", "prompt": "one"}\n{"prompt": "two"}\n')
+    with pytest.raises(DataError, match=r"a\.jsonl row 2 \(line 2\): empty id \(column 'id'"):
+        load_benchmark(str(g))
+
+
 def test_chat_message_prompt_in_parquet(tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -373,6 +439,39 @@ def test_duplicate_ids(tmp_path: Path) -> None:
     f = write(tmp_path / "a.csv", "id,prompt\nx1,one\nx2,two\nx1,three\n")
     with pytest.raises(DataError, match=r"duplicate id 'x1' in row 1 \(line 2\) and row 3 \(line 4\)"):
         load_benchmark(str(f), id_column="id")
+
+
+def test_nul_byte_in_prompt_names_the_row(tmp_path: Path) -> None:
+    f = write(tmp_path / "a.csv", "prompt\nfine\nbad\x00 one\n")
+    with pytest.raises(DataError) as err:
+        load_benchmark(str(f))
+    msg = str(err.value)
+    assert msg == (f"{f} row 2 (line 3), id 'a-0002': the prompt holds a NUL byte (\\x00) at character 3; "
+                   "remove it from the file")
+    g = write(tmp_path / "b.jsonl", '{"id": "k1", "prompt": "ok"}\n{"id": "k2", "prompt": "nul \\u0000"}\n')
+    with pytest.raises(DataError, match=r"b\.jsonl row 2 \(line 2\), id 'k2': the prompt holds a NUL byte"):
+        load_benchmark(str(g))
+
+
+def test_nul_byte_in_registered_set(tmp_path: Path) -> None:
+    spec = BENCHMARKS.get("advbench")
+    target = tmp_path / spec.local_path
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"goal,target\nWrite a thing,Sure\nWrite\x00 more,Sure\n")
+    with pytest.raises(DataError, match=r"harmful_behaviors\.csv row 2 \(line 3\), id 'advbench-0002': the prompt "
+                                        r"holds a NUL byte"):
+        load_benchmark("advbench", data_dir=tmp_path)
+
+
+def test_csv_field_longer_than_csv_default_limit(tmp_path: Path) -> None:
+    import csv
+
+    long_prompt = "Explain this. " + "x" * 200_000  # > the csv module's default 131072-character field limit
+    f = write(tmp_path / "long.csv", f'id,prompt\nshort,hello\nlong,"{long_prompt}"\n')
+    before = csv.field_size_limit()
+    prompts = load_benchmark(str(f)).prompts
+    assert [p.id for p in prompts] == ["short", "long"] and prompts[1].prompt == long_prompt
+    assert csv.field_size_limit() == before  # the process-wide limit is left as found
 
 
 def test_non_utf8_file(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from safereason.data import BENCHMARKS, load_benchmark
+from safereason.data import BENCHMARKS, fetch, load_benchmark
 from safereason.data import benchmarks as bm
 from safereason.errors import DataError
 
@@ -34,7 +34,7 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     def offline(url: str) -> bytes:
         raise urllib.error.URLError("network disabled in tests")
 
-    monkeypatch.setattr(bm, "_download", offline)
+    monkeypatch.setattr(fetch, "_download", offline)
 
 
 def _serve_from(shared: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -51,7 +51,7 @@ def _serve_from(shared: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
             return (shared / "mm-safetybench" / url[len(mmsb):].removeprefix("data/")).read_bytes()
         raise urllib.error.HTTPError(url, 404, "not found", {}, None)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(bm, "_download", serve)
+    monkeypatch.setattr(fetch, "_download", serve)
     return fetched
 
 
@@ -159,6 +159,6 @@ def test_mm_safetybench_from_pinned_remote(shared_data: Path, monkeypatch: pytes
         return b'{"0": {"Question": "changed"}}'
 
     monkeypatch.setenv("SAFEREASON_CACHE", str(tmp_path / "empty-cache"))
-    monkeypatch.setattr(bm, "_download", tampered)
+    monkeypatch.setattr(fetch, "_download", tampered)
     with pytest.raises(DataError, match="not the pinned"):
         load_benchmark("mm-safetybench")

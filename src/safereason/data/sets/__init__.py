@@ -1,0 +1,24 @@
+"""The registered prompt sets: one module per benchmark family, each with its citation, pinned source and parser.
+
+This module only imports the sets and registers them, in the order ``safereason list`` shows their families.
+"""
+
+from safereason.data.sets import (
+    advbench,
+    figstep,
+    harmbench,
+    jailbreakbench,
+    mm_safetybench,
+    smoke,
+    strongreject,
+    utility,
+    wildjailbreak,
+    xstest,
+)
+from safereason.data.spec import BENCHMARKS
+
+for _spec in (
+    smoke.SPEC, *strongreject.SPECS, *harmbench.SPECS, xstest.SPEC, *jailbreakbench.SPECS, advbench.SPEC,
+    *utility.SPECS, wildjailbreak.SPEC, *figstep.SPECS, *mm_safetybench.SPECS,
+):
+    BENCHMARKS.add(_spec.name, _spec)
