@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
+import socket
 import subprocess
 import sys
 import threading
@@ -19,8 +21,9 @@ import pytest
 from safereason.errors import SafereasonError
 from safereason.judges import JUDGES
 from safereason.models.base import Completion
+from safereason.reasoning import get_format
 from safereason.records import Verdict
-from safereason.serve import GuardedServer, make_server
+from safereason.serve import REFUSAL, GuardedServer, final_verdict, make_server, split_guarded
 
 openai = pytest.importorskip("openai")
 
@@ -40,6 +43,13 @@ class PrefixScorer:
         return [Verdict(unsafe=(u := PREFIX not in i.text), score=float(u)) for i in items]
 
 
+class UnsafeScorer(PrefixScorer):
+    """P(unsafe) = 1 whatever the trace: every steered attempt fails, the defense ends unsafe."""
+
+    def judge(self, items: list[Any]) -> list[Verdict]:
+        return [Verdict(unsafe=True, score=1.0) for _ in items]
+
+
 class DownScorer(PrefixScorer):
     def judge(self, items: list[Any]) -> list[Verdict]:
         return [Verdict.failed("scorer down") for _ in items]
@@ -52,7 +62,8 @@ class RaisingScorer(PrefixScorer):
 
 @pytest.fixture(scope="module", autouse=True)
 def scorers() -> Iterator[None]:
-    names = {"serve-prefix": PrefixScorer, "serve-down": DownScorer, "serve-raising": RaisingScorer}
+    names = {"serve-prefix": PrefixScorer, "serve-down": DownScorer, "serve-raising": RaisingScorer,
+             "serve-unsafe": UnsafeScorer}
     for name, cls in names.items():
         JUDGES.add(name, cls)
     yield
@@ -357,7 +368,8 @@ def test_bounded_queue_and_serialized_model(tiny_model_dir, tiny_backend):
         assert srv.admission.count == 2
         with pytest.raises(openai.RateLimitError, match="server is busy") as e:
             ask(client(srv), max_tokens=4)
-        assert e.value.status_code == 429 and e.value.response.headers["retry-after"] == "1"
+        # no request has finished yet: 1 s per admitted request
+        assert e.value.status_code == 429 and e.value.response.headers["retry-after"] == "2"
         backend.gate.set()
         first.join(30)
         second.join(30)
@@ -378,3 +390,192 @@ def test_shutdown_does_not_wait_for_idle_keepalive_connections(tiny_model_dir, t
     assert time.monotonic() - t0 < 3
     with pytest.raises((openai.APIConnectionError, openai.InternalServerError)):  # closed, or 503 if it raced in
         c.models.list()
+
+
+# -- the on-unsafe policy, the prefix and finish_reason ------------------------------------------------
+
+def test_refuse_policy_answers_content_filter(tiny_model_dir, tiny_backend):
+    cfg = base_config(tiny_model_dir, defense_options={"scorer": "serve-unsafe", "max_step_tokens": 4, "attempts": 2})
+    srv = make_server(cfg, port=0, api_key_env=KEY_ENV + "_UNSET", backend=tiny_backend, served_model_name="tiny")
+    with running(srv):
+        resp = ask(client(srv), seed=2, max_tokens=20)
+    choice = resp.choices[0]
+    assert choice.finish_reason == "content_filter"
+    assert choice.message.content == REFUSAL and choice.message.model_extra.get("reasoning") is None
+    extra = resp.model_extra["safereason"]
+    assert extra["verdict"] == "unsafe" and extra["withheld"] is True and extra["on_unsafe"] == "refuse"
+    first = extra["control"]["interventions"][0]
+    assert first["attempts"] == 2 and first["accepted"] is False  # what the verdict is read from
+    assert resp.usage.completion_tokens > 0  # what was generated is still accounted for
+
+
+def test_return_policy_returns_the_last_attempt(tiny_model_dir, tiny_backend):
+    cfg = base_config(tiny_model_dir, defense_options={"scorer": "serve-unsafe", "max_step_tokens": 4, "attempts": 2})
+    srv = make_server(cfg, port=0, api_key_env=KEY_ENV + "_UNSET", backend=tiny_backend, served_model_name="tiny",
+                      on_unsafe="return")
+    with running(srv):
+        resp = ask(client(srv), seed=2, max_tokens=20)
+    choice = resp.choices[0]
+    assert choice.finish_reason == "length" and choice.message.reasoning.startswith(PREFIX)
+    extra = resp.model_extra["safereason"]
+    assert extra["verdict"] == "unsafe" and extra["withheld"] is False and extra["on_unsafe"] == "return"
+
+
+def test_safe_output_is_returned_under_refuse(server):
+    resp = ask(client(server), seed=4, max_tokens=20)  # steered once, accepted
+    assert resp.choices[0].finish_reason != "content_filter"
+    assert resp.model_extra["safereason"]["verdict"] == "safe"
+
+
+@pytest.mark.parametrize("prefill", [None, "<think>\n\n</think>\n\n"], ids=["no-thought-opened", "thought-closed"])
+def test_prefix_never_in_content(tiny_model_dir, tiny_backend, prefill):
+    """The defense steers where the format sees answer text (no thought opened, or the prompt closed it): the
+    prefix and what precedes it come back as reasoning."""
+    cfg = base_config(tiny_model_dir, think_prefill=prefill)
+    srv = make_server(cfg, port=0, api_key_env=KEY_ENV + "_UNSET", backend=tiny_backend, served_model_name="tiny",
+                      on_unsafe="return")
+    with running(srv):
+        for seed in (1, 2, 3):
+            resp = ask(client(srv), seed=seed, max_tokens=20)
+            msg = resp.choices[0].message
+            assert resp.model_extra["safereason"]["control"]["interventions"][0]["attempts"] >= 1  # it steered
+            assert PREFIX in (msg.reasoning or "") and PREFIX not in (msg.content or "")
+
+
+def test_split_guarded_cases():
+    r1 = get_format("r1")
+    plain, opened, closed = "<|im_start|>assistant\n", "<|im_start|>assistant\n<think>\n", \
+        "<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    text = f"{PREFIX} Sure, here it is."
+    assert PREFIX in r1.split(text, plain).answer  # what the plain split would have answered
+    s = split_guarded(r1, text, plain, PREFIX)
+    assert (s.thinking, s.answer, s.status) == (PREFIX, "Sure, here it is.", "no_thinking")
+    s = split_guarded(r1, f"{PREFIX}<think>\nhmm", plain, PREFIX)  # the model opened its thought after it
+    assert (s.thinking, s.answer, s.status) == (f"{PREFIX}\n\nhmm", None, "unclosed")
+    s = split_guarded(r1, f"Okay.\n\n{PREFIX} No.", closed, PREFIX)
+    assert (s.thinking, s.answer, s.status) == (f"Okay.\n\n{PREFIX}", "No.", "closed")
+    inside = f"{PREFIX} fine</think>\n\nAnswer."
+    assert split_guarded(r1, inside, opened, PREFIX) == r1.split(inside, opened)  # already reasoning
+    assert split_guarded(r1, text, plain, None) == r1.split(text, plain)  # not steered: the model's own words
+    assert final_verdict({"interventions": [{"accepted": True}, {"accepted": False}]}) == "unsafe"
+    assert final_verdict({"interventions": [{"accepted": True}]}) == "safe"
+    assert final_verdict({}) is None
+
+
+class StoppingBackend(Proxy):
+    """Ends every generation with EOS after a few tokens, inside the (never closed) thought."""
+
+    def generate_ids(self, prompt_ids: Any, params: Any, seed: int, **kw: Any) -> list[Completion]:
+        outs = self.inner.generate_ids(prompt_ids, replace(params, max_new_tokens=3), seed, **kw)
+        return [Completion(c.text, c.n_tokens, "stop", c.token_ids, "eos") for c in outs]
+
+
+def test_finish_reason_is_stop_when_the_model_stopped(tiny_model_dir, tiny_backend):
+    cfg = base_config(tiny_model_dir, defense=None, defense_options={})
+    srv = make_server(cfg, port=0, api_key_env=KEY_ENV + "_UNSET", backend=StoppingBackend(tiny_backend),
+                      served_model_name="tiny")
+    with running(srv):
+        resp = ask(client(srv), seed=1, max_tokens=20)
+    choice = resp.choices[0]
+    assert choice.finish_reason == "stop" and choice.message.content is None  # stopped, thought still open
+    assert resp.model_extra["safereason"]["split_status"] == "unclosed"
+
+
+# -- startup checks ----------------------------------------------------------------------------------
+
+def test_binary_scorer_refused_unless_forced(tiny_model_dir, tiny_backend, caplog):
+    cfg = base_config(tiny_model_dir, defense_options={"scorer": "rs-match"})
+    with pytest.raises(SafereasonError, match=r"no continuous score.*llama-guard-3-1b, llama-guard-3-8b, "
+                                              r"llama-guard-4-12b, wildguard, harmbench-cls"):
+        make_server(cfg, port=0, api_key_env=KEY_ENV + "_UNSET", backend=tiny_backend)
+    with caplog.at_level(logging.WARNING, "safereason.serve"):
+        make_server(cfg, port=0, api_key_env=KEY_ENV + "_UNSET", backend=tiny_backend,
+                    allow_binary_scorer=True).close()
+        assert "no continuous score" in caplog.text
+        caplog.clear()
+        make_server(base_config(tiny_model_dir), port=0, api_key_env=KEY_ENV + "_UNSET", backend=tiny_backend).close()
+        assert "'serve-prefix' is not known to give a continuous P(unsafe)" in caplog.text
+        caplog.clear()
+        guard = base_config(tiny_model_dir, defense_options={"scorer": "llama-guard-3-1b"})
+        make_server(guard, port=0, api_key_env=KEY_ENV + "_UNSET", backend=tiny_backend).close()  # loads no model
+        assert "continuous" not in caplog.text
+    with pytest.raises(SafereasonError, match="on_unsafe must be one of refuse, return"):
+        make_server(cfg, port=0, api_key_env=KEY_ENV + "_UNSET", backend=tiny_backend, on_unsafe="drop")
+
+
+def test_cli_refuses_binary_scorer(cli_env):
+    proc = subprocess.run([sys.executable, "-m", "safereason.cli", "serve", "--model", "smollm2-135m", "--port", "0"],
+                          capture_output=True, text=True, env=cli_env, timeout=120)
+    assert proc.returncode == 2
+    err = proc.stderr.strip()
+    assert "Traceback" not in err and "rs-match" in err and "--allow-binary-scorer" in err, err
+
+
+# -- slow clients and a full queue ---------------------------------------------------------------------
+
+def test_stalled_body_gets_408_without_traceback(tiny_model_dir, tiny_backend, caplog):
+    srv = make_server(base_config(tiny_model_dir, defense=None, defense_options={}), port=0,
+                      api_key_env=KEY_ENV + "_UNSET", backend=tiny_backend, served_model_name="tiny", body_timeout=0.5)
+    host, port = srv.server_address[:2]
+    with caplog.at_level(logging.DEBUG, "safereason.serve"), running(srv):
+        with socket.create_connection((str(host), int(port)), timeout=10) as sock:
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 100\r\n\r\n{\"messages\": [")  # ... and nothing more
+            t0 = time.monotonic()
+            reply = sock.makefile("rb").read()  # the server answers, then closes
+        assert time.monotonic() - t0 < 5
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408") and b"Connection: close" in head
+        assert json.loads(body)["error"]["code"] == "request_timeout"
+        assert ask(client(srv), max_tokens=2).usage.completion_tokens <= 2  # the server goes on
+    assert not any(r.exc_info for r in caplog.records) and "Traceback" not in caplog.text
+    assert any(" 408 " in r.getMessage() for r in caplog.records)
+
+
+class TimedGate(GatedBackend):
+    """A gated backend whose generations take ``delay`` seconds (a known service time)."""
+
+    delay = 0.0
+
+    def generate_ids(self, prompt_ids: Any, params: Any, seed: int, **kw: Any) -> list[Completion]:
+        time.sleep(self.delay)
+        return super().generate_ids(prompt_ids, params, seed, **kw)
+
+
+def test_retry_after_grows_with_the_queue(tiny_model_dir, tiny_backend):
+    backend = TimedGate(tiny_backend)
+    cfg = base_config(tiny_model_dir, defense=None, defense_options={})
+    srv = make_server(cfg, port=0, api_key_env=KEY_ENV + "_UNSET", backend=backend, served_model_name="tiny",
+                      max_concurrency=1)
+    threads: list[threading.Thread] = []
+
+    def admit(n: int) -> None:  # n more requests, held at the gate or queued behind it
+        for _ in range(n):
+            t = threading.Thread(target=lambda: ask(client(srv), max_tokens=2, seed=1))
+            t.start()
+            threads.append(t)
+        deadline = time.monotonic() + 10
+        while srv.admission.count < len(threads) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert srv.admission.count == len(threads)
+
+    def retry_after() -> int:
+        with pytest.raises(openai.RateLimitError) as e:
+            ask(client(srv), max_tokens=2)
+        return int(e.value.response.headers["retry-after"])
+
+    with running(srv):
+        backend.delay = 1.0
+        backend.gate.set()
+        ask(client(srv), max_tokens=2, seed=1)  # one request of a little over 1 s: the mean service time
+        backend.gate.clear()
+        admit(1)
+        one = retry_after()
+        srv.admission.limit = 3
+        admit(2)
+        three = retry_after()
+        backend.delay = 0.0
+        backend.gate.set()
+        for t in threads:
+            t.join(30)
+    assert one == 2 and three == 4  # ceil(admitted x ~1.0x s)

@@ -482,15 +482,67 @@ def test_connection_refused_becomes_error(key: str) -> None:
 
 
 def test_malformed_json_and_shapes(api: FakeAPI, key: str) -> None:
+    # a garbled body (or one without choices) is retried like a 5xx, then fails the item
     api.script = lambda body, n: Reply(200, "<html>oops</html>", {"Content-Type": "text/html"})
     (v,) = llm("refusal-llm", api).judge(items("x"))
-    assert v.error and v.error.startswith("malformed JSON response") and len(api.requests) == 1
+    assert v.error == "malformed JSON response (HTTP 200): '<html>oops</html>' (4 attempts)"
+    assert len(api.requests) == 4
     api.script = lambda body, n: Reply(body={"choices": []})
-    (v,) = llm("refusal-llm", api).judge(items("x"))
-    assert v.error and "malformed chat completion" in v.error
+    (v,) = llm("refusal-llm", api, max_retries=1).judge(items("x"))
+    assert v.error == "malformed reply (no choices) (2 attempts)"
     api.script = lambda body, n: Reply(body={"error": {"message": "model is loading"}})
+    (v,) = llm("refusal-llm", api, max_retries=0).judge(items("x"))
+    assert v.error == "API error in reply: model is loading (1 attempt)"
+    api.script = lambda body, n: Reply(body={"choices": [{"text": "x"}]})
     (v,) = llm("refusal-llm", api).judge(items("x"))
-    assert v.error == "API error in reply: model is loading"
+    assert v.error == "malformed chat completion (no choices[0].message)"
+
+
+def test_one_malformed_body_is_retried(api: FakeAPI, key: str) -> None:
+    api.script = lambda body, n: (Reply(200, '{"choices": [{"mess') if n == 1 else
+                                  Reply(body={"id": "x"}) if n == 2 else Reply(body=chat("2_full_refusal")))
+    (v,) = llm("refusal-llm", api).judge(items("x"))
+    assert v.refused is True and v.error is None and len(api.requests) == 3
+
+
+def test_error_code_and_status_of_a_final_failure(api: FakeAPI, key: str) -> None:
+    api.script = lambda body, n: Reply(400, {"error": {"message": "flagged", "code": "content_filter"}})
+    client = judges_http.JsonClient(api.url, api_key_env=None)
+    res = client.post("chat/completions", {})
+    assert (res.status, res.code, res.error) == (400, "content_filter", "HTTP 400: flagged")
+    api.script = lambda body, n: Reply(400, {"error": {"message": "bad", "type": "invalid_request_error"}})
+    assert client.post("chat/completions", {}).code == "invalid_request_error"
+
+
+def test_keyboard_interrupt_cancels_in_flight_requests(api: FakeAPI, key: str) -> None:
+    """Ctrl-C while a batch waits on a server that hangs: the call ends at once, nothing is retried."""
+    import signal
+
+    api.script = lambda body, n: Reply(body=chat("No"), delay=8.0)
+    client = judges_http.JsonClient(api.url, api_key_env=None, timeout=30, max_retries=4, concurrency=3)
+    main = threading.main_thread().ident
+    assert main == threading.get_ident()
+    timer = threading.Timer(0.5, lambda: signal.pthread_kill(main, signal.SIGINT))
+    t0 = time.monotonic()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            client.post_many("chat/completions", [{"i": i} for i in range(6)])
+    finally:
+        timer.cancel()
+    assert time.monotonic() - t0 < 3
+    time.sleep(0.3)
+    assert len(api.requests) == 3  # the three in flight; the queued ones never went out and none was retried
+    # a single request runs in the calling thread: the interrupt ends its read directly
+    timer = threading.Timer(0.5, lambda: signal.pthread_kill(main, signal.SIGINT))
+    t0 = time.monotonic()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            client.post("chat/completions", {"i": 0})
+    finally:
+        timer.cancel()
+    assert time.monotonic() - t0 < 3
 
 
 def test_items_fail_independently(api: FakeAPI, key: str) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -14,7 +16,7 @@ import pytest
 
 from safereason.errors import ConfigError
 from safereason.models import SamplingParams, build_backend
-from safereason.models.openai_backend import GenerationError, OpenAIBackend, row_seed
+from safereason.models.openai_backend import TRANSPORT_OPTIONS, GenerationError, OpenAIBackend, row_seed
 from safereason.reasoning import get_format
 from safereason.rundir import RunDir
 
@@ -29,13 +31,17 @@ class FakeVLLM:
         self.requests: list[tuple[str, dict[str, Any], dict[str, str]]] = []
         self.reasoning_key: str | None = None  # "reasoning_content" / "reasoning": a server-side reasoning parser
         self.token_ids = False  # return token_ids (with EOS and stop-string tokens, as vLLM does)
-        self.behaviour = "ok"  # ok | 500 | content_filter | policy_400
+        self.behaviour = "ok"  # ok | 500 | content_filter (no text) | output_filter (partial text) | policy_400
+        self.reply: dict[str, Any] | None = None  # answer every request with this body (malformed replies)
+        self.n_bad = 0  # answer this many requests with self.reply first, then normally (-1: all of them)
+        self.delay = 0.0  # seconds before answering (a server that hangs)
         self.n_429 = 0  # answer this many requests with 429 first
         self.ok_budget: int | None = None  # after this many good replies, answer 500
         self.filter_word: str | None = None  # content_filter only for prompts holding this word
         self.tokenizer: Any = None
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.httpd.daemon_threads, self.httpd.block_on_close = True, False  # a hanging reply must not block close
         self.httpd.fake = self  # type: ignore[attr-defined]
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02},
                                        daemon=True)
@@ -57,6 +63,9 @@ class FakeVLLM:
             if self.n_429 > 0:
                 self.n_429 -= 1
                 return 429, {"error": {"message": "rate limited"}}, {"Retry-After": "0"}
+            if self.reply is not None and self.n_bad != 0:
+                self.n_bad -= 1
+                return 200, self.reply, {}
             if self.ok_budget is not None:
                 if self.ok_budget <= 0:
                     return 500, {"error": {"message": "engine dead"}}, {"Retry-After": "0"}
@@ -72,8 +81,12 @@ class FakeVLLM:
         tag = hashlib.sha256(json.dumps([body.get("seed"), prompt], sort_keys=True).encode()).hexdigest()[:8]
         blocked = self.behaviour == "content_filter" or (self.filter_word and self.filter_word in json.dumps(prompt))
         choice = self._chat(body, tag) if path.endswith("/chat/completions") else self._completion(body, tag)
-        if blocked:
+        if blocked or self.behaviour == "output_filter":
             choice["finish_reason"] = "content_filter"
+        if blocked and "message" in choice:  # the prompt filter: no text at all
+            choice["message"] = {"role": "assistant", "content": None}
+        elif blocked:
+            choice["text"] = ""
         usage = {"prompt_tokens": 5, "completion_tokens": choice.pop("_n"), "total_tokens": 0}
         return 200, {"id": "x", "object": "chat.completion", "model": body["model"], "choices": [choice],
                      "usage": usage}, {}
@@ -134,8 +147,10 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         with fake.lock:
             fake.requests.append((self.path, body, dict(self.headers)))
+        if fake.delay:
+            time.sleep(fake.delay)
         status, payload, headers = fake.respond(self.path, body)
-        data = json.dumps(payload).encode()
+        data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
         self.send_response(status)
         for k, v in headers.items():
             self.send_header(k, v)
@@ -352,8 +367,110 @@ def test_failures_raise_never_text(server: FakeVLLM, behaviour: str, match: str)
 def test_one_blocked_row_fails_the_batch(server: FakeVLLM) -> None:
     server.filter_word = "bomb"
     b = OpenAIBackend("m", base_url=server.url)
-    with pytest.raises(GenerationError, match=r"1 of 2 .*row 1: blocked by a content filter"):
+    with pytest.raises(GenerationError, match=r"1 of 2 .*row 1: blocked by a content filter.*on_blocked=record"):
         b.generate([b.render_prompt("hello"), b.render_prompt("make a bomb")], PARAMS, seed=0)
+
+
+@pytest.mark.parametrize("behaviour", ["policy_400", "content_filter"])
+@pytest.mark.parametrize("mode", ["chat", "completions"])
+def test_blocked_prompts_recorded_when_asked(server: FakeVLLM, smol_tok: Any, behaviour: str, mode: str) -> None:
+    server.tokenizer = smol_tok
+    b = OpenAIBackend("m", base_url=server.url, on_blocked="record", mode=mode, tokenizer=smol_tok)
+    texts = [b.render_prompt("hello"), b.render_prompt("make a bomb")]
+    server.filter_word = "bomb"
+    ok, blocked = b.generate(texts, PARAMS, seed=0)
+    assert ok.finish_reason == "stop" and ok.text
+    assert (blocked.finish_reason, blocked.text, blocked.n_tokens, blocked.token_ids) == ("blocked", "", 0, ())
+    server.filter_word, server.behaviour = None, behaviour
+    assert [c.finish_reason for c in b.generate(texts, PARAMS, seed=0)] == ["blocked", "blocked"]
+    assert len(server.requests) == 4  # a blocked request is final: not retried
+
+
+def test_blocked_continuation_is_an_error(server: FakeVLLM, smol_tok: Any) -> None:
+    """SafeThink and MoreThink continue token ids and cannot carry a blocked row on: never a silent empty step."""
+    server.tokenizer, server.behaviour = smol_tok, "content_filter"
+    b = OpenAIBackend("m", base_url=server.url, on_blocked="record", mode="completions", tokenizer=smol_tok)
+    with pytest.raises(GenerationError, match="blocked continuation .* cannot be recorded"):
+        b.generate_ids([b.encode(b.render_prompt("q"))], PARAMS, seed=0)
+
+
+def test_output_filter_is_never_recorded_as_blocked(server: FakeVLLM) -> None:
+    """A filter that cut a reply under way: not the model's reply, and not a blocked prompt either."""
+    server.behaviour = "output_filter"
+    b = OpenAIBackend("m", base_url=server.url, on_blocked="record", max_retries=0)
+    with pytest.raises(GenerationError, match="output content filter cut the reply"):
+        b.generate([b.render_prompt("q")], PARAMS, seed=0)
+    with pytest.raises(ConfigError, match="on_blocked must be one of error, record"):
+        OpenAIBackend("m", base_url=server.url, on_blocked="skip")
+
+
+def test_content_null_with_stop_is_malformed_not_empty(server: FakeVLLM) -> None:
+    server.reply, server.n_bad = {"choices": [{"index": 0, "message": {"role": "assistant", "content": None},
+                                               "finish_reason": "stop"}]}, -1
+    b = OpenAIBackend("m", base_url=server.url, max_retries=2)
+    b.client.backoff_base = 0.001  # the real backoff, shortened
+    with pytest.raises(GenerationError, match=r"reply \(content null with finish_reason stop\) \(3 attempts\)"):
+        b.generate([b.render_prompt("q")], PARAMS, seed=0)
+    assert len(server.requests) == 3  # retried like a 5xx
+    server.n_bad = 1  # once: the retry gets the real reply
+    (c,) = b.generate([b.render_prompt("q")], PARAMS, seed=0)
+    assert c.text.startswith("<think>") and len(server.requests) == 5
+
+
+@pytest.mark.parametrize("reply", ['{"choices": [{"index": 0, "mess', {"id": "x", "object": "chat.completion"},
+                                   {"error": {"message": "overloaded"}}])
+def test_one_malformed_body_is_retried(server: FakeVLLM, reply: Any) -> None:
+    server.reply, server.n_bad = reply, 1
+    b = OpenAIBackend("m", base_url=server.url)
+    b.client.backoff_base = 0.001
+    p = b.render_prompt("q")
+    (c,) = b.generate([p], PARAMS, seed=0)
+    assert c.text.startswith("<think> I consider") and len(server.requests) == 2
+    server.n_bad = -1
+    with pytest.raises(GenerationError, match=r"(malformed|API error).*\(2 attempts\)"):
+        b = OpenAIBackend("m", base_url=server.url, max_retries=1)
+        b.client.backoff_base = 0.001
+        b.generate([b.render_prompt("q")], PARAMS, seed=0)
+
+
+def test_transport_defaults_and_options() -> None:
+    import inspect
+
+    params = inspect.signature(OpenAIBackend.__init__).parameters
+    assert params["timeout"].default == 120.0 and params["max_retries"].default == 4
+    assert TRANSPORT_OPTIONS == ("base_url", "api_key_env", "concurrency", "timeout", "max_retries")
+    assert set(TRANSPORT_OPTIONS) <= set(params)
+    doc = OpenAIBackend.__init__.__doc__ or ""
+    assert "timeout" in doc and "max_retries" in doc
+
+
+def test_long_max_tokens_warns_about_the_timeout(server: FakeVLLM, caplog: pytest.LogCaptureFixture) -> None:
+    b = OpenAIBackend("m", base_url=server.url, timeout=10)
+    with caplog.at_level("WARNING"):
+        b.generate([b.render_prompt("q")], SamplingParams(max_new_tokens=100), seed=0)
+        assert "raise the backend option timeout" not in caplog.text
+        b.generate([b.render_prompt("q")], SamplingParams(max_new_tokens=1000), seed=0)
+    assert "max_tokens 1000 must be generated within timeout=10 s" in caplog.text
+
+
+def test_ctrl_c_cancels_in_flight_requests(server: FakeVLLM) -> None:
+    """A server that hangs: Ctrl-C ends the batch within seconds, not after every timeout and retry."""
+    server.delay = 10.0
+    b = OpenAIBackend("m", base_url=server.url, timeout=60, max_retries=4)
+    p = b.render_prompt("q")
+    main = threading.main_thread().ident
+    assert main == threading.get_ident()
+    for rows in (3, 1):  # a batch (worker threads) and one row (the calling thread)
+        timer = threading.Timer(0.5, lambda: signal.pthread_kill(main, signal.SIGINT))
+        t0 = time.monotonic()
+        timer.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                b.generate([p] * rows, PARAMS, seed=0)
+        finally:
+            timer.cancel()
+        assert time.monotonic() - t0 < 3
+    server.delay = 0.0
 
 
 def test_key_from_env_sent_and_never_in_identity(server: FakeVLLM, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -403,6 +520,20 @@ def test_evaluate_end_to_end_and_resume_after_failure(server: FakeVLLM, tmp_path
     server.ok_budget = None
     done = safereason.evaluate(_cfg(server, tmp_path / "run"), progress=False)
     assert [x.response for x in done.samples] == [x.response for x in ref.samples]
+
+
+def test_evaluate_records_blocked_prompts_when_asked(server: FakeVLLM, tmp_path: Path) -> None:
+    import safereason
+
+    server.filter_word = "ransomware"  # the provider always blocks the second smoke prompt
+    with pytest.raises(GenerationError, match="on_blocked=record"):
+        safereason.evaluate(_cfg(server, tmp_path / "stops"), progress=False)
+    opts = {"base_url": server.url, "max_retries": 0, "on_blocked": "record"}
+    res = safereason.evaluate(_cfg(server, tmp_path / "run", backend_options=opts), progress=False)
+    blocked = [s for s in res.samples if s.status == "blocked"]
+    assert len(res.samples) == 6 and len(blocked) == 2  # K = 2 samples of the blocked prompt
+    assert all(s.finish_reason == "blocked" and not s.response for s in blocked)
+    assert all(s.status == "ok" and s.response for s in res.samples if s not in blocked)
 
 
 def test_more_think_through_completions(server: FakeVLLM, tmp_path: Path, smollm2_dir: Path, smol_tok: Any) -> None:

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 from safereason.errors import ConfigError
 from safereason.judges.base import JUDGES, JudgeItem
-from safereason.judges.http import JsonClient, check_base_url, is_loopback
+from safereason.judges.http import JsonClient, check_base_url, choices_problem, is_loopback
 from safereason.records import Verdict
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
@@ -388,7 +388,8 @@ class _ChatJudge:
         return body
 
     def judge(self, items: Sequence[JudgeItem]) -> list[Verdict]:
-        results = self.client.post_many("chat/completions", [self._body(it) for it in items])
+        # a reply without choices (an error object sent with a 200) is retried like a 5xx
+        results = self.client.post_many("chat/completions", [self._body(it) for it in items], check=choices_problem)
         return [self._verdict(r.data) if r.ok else Verdict.failed(r.error or "request failed") for r in results]
 
     def _verdict(self, data: Any) -> Verdict:

@@ -35,11 +35,31 @@ request scheduling or concurrency (the server's batch-invariance aside). Token c
 else ``usage.completion_tokens`` (counts EOS/stop tokens), else the local tokenizer; with no tokenizer,
 :meth:`count_tokens` counts whitespace words, and ``identity()["token_counts"]`` says so.
 
-Failures: a request that still fails after retries, or that a content filter blocked
-(``finish_reason: content_filter``, an HTTP 400 about content policy), raises :class:`GenerationError`
-for the whole batch. It is never recorded as a response: a blocked or failed request is not a refusal,
-and recording it as one (or as empty text) would bias Safe@K. The runner logs batches atomically, so
-re-running the same command resumes after the last finished batch.
+Transport (none of it changes generated text, see :data:`TRANSPORT_OPTIONS`): ``timeout`` (default 120 s)
+is how long one request may go without a byte from the server, connecting included; a non-streamed reply
+sends nothing until it is done, so it bounds the time one generation may take (16,000 tokens at 50 tokens/s
+need 320 s: raise it for long generations on a slow server; a warning says when ``max_tokens`` looks too
+long for it). ``max_retries`` (default 4) is how many times a request is resent after a 429, a 5xx, a
+timeout, a dropped connection or a malformed reply (a body that is not JSON, has no ``choices``, or has
+``content: null`` with ``finish_reason: stop`` and no reasoning: never taken as an empty response), with
+exponential backoff honouring ``Retry-After``; ``concurrency`` bounds requests in flight. Ctrl-C cancels
+the requests in flight and returns at once (no retry is waited out).
+
+Failures: a request that still fails after retries raises :class:`GenerationError` for the whole batch. It is
+never recorded as a response: a failed request is not a refusal, and recording it as one (or as empty text)
+would bias Safe@K. The runner logs batches atomically, so re-running the same command resumes after the
+last finished batch.
+
+Blocked prompts: a provider's content filter may refuse a request outright: HTTP 400 with a content-policy
+error (OpenAI: code ``content_policy_violation`` or "flagged as potentially violating our usage policy";
+Azure OpenAI: code ``content_filter``, "content management policy"), or a 200 with ``finish_reason:
+content_filter`` and no text (Azure's prompt filter, Gemini's OpenAI endpoint). By default
+(``on_blocked=error``) that stops the run like any failure, naming the option; with ``on_blocked=record``
+the row comes back as a :class:`Completion` with ``finish_reason="blocked"`` and no text, which the runner
+records as a ``blocked`` sample: its own status, never a response, refusal or verdict, left out of the
+metrics and counted in reports. An output filter that cut a reply already under way (``content_filter``
+with partial text) is a failure either way: that sample is neither the model's reply nor a blocked prompt;
+so is a blocked continuation of token ids (SafeThink, MoreThink), which those procedures cannot carry on.
 """
 
 from __future__ import annotations
@@ -47,7 +67,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,21 +74,25 @@ from typing import Any
 
 from safereason.errors import ConfigError, ModelLoadError, SafereasonError
 from safereason.hashing import sha256_text
-from safereason.judges.http import JsonClient, PostResult, check_base_url, is_loopback
-from safereason.models.base import Completion, FinishReason, SamplingParams
+from safereason.judges.http import JsonClient, check_base_url, is_loopback
+from safereason.models.base import Completion, SamplingParams
+from safereason.models.openai_replies import ReplyReader, _Blocked, _RowFailure, reply_problem
 from safereason.reasoning.formats import ReasoningFormat
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
+DEFAULT_TIMEOUT_S = 120.0
 MODES = ("chat", "completions")
+ON_BLOCKED = ("error", "record")
+#: backend options that only change how requests are sent, never what is generated: a run may resume with
+#: other values (the server moved, a slower link), so they are no part of a run's identity
+TRANSPORT_OPTIONS = ("base_url", "api_key_env", "concurrency", "timeout", "max_retries")
+#: sustained tokens/s per request below which ``max_tokens`` would not fit in ``timeout`` (warned about)
+_SLOW_TOKENS_PER_S = 20.0
 _WHO = "openai backend"
 _HEADER = "[chat request: the server applies its own chat template]"
 _ASSISTANT = "[assistant]"
-_POLICY = re.compile(r"content[ _-]?(filter|management|policy)|usage polic|safety system|flagged", re.I)
-_FAILED_FINISH = {"content_filter": "blocked by a content filter (finish_reason=content_filter)",
-                  "abort": "aborted by the server (finish_reason=abort)",
-                  "error": "the server reported an error (finish_reason=error)"}
 
 
 class GenerationError(SafereasonError):
@@ -78,10 +101,6 @@ class GenerationError(SafereasonError):
     def __init__(self, message: str, failures: Sequence[tuple[int, str]] = ()) -> None:
         super().__init__(message)
         self.failures = list(failures)
-
-
-class _RowFailure(Exception):
-    pass
 
 
 @dataclass(frozen=True)
@@ -124,7 +143,7 @@ def _load_tokenizer(name: str) -> Any:
         raise ModelLoadError(f"{_WHO}: could not load tokenizer {name!r}: {e}") from e
 
 
-class OpenAIBackend:
+class OpenAIBackend(ReplyReader):
     name = "openai"
 
     def __init__(
@@ -139,18 +158,25 @@ class OpenAIBackend:
         mode: str = "chat",
         tokenizer: Any = None,
         concurrency: int = 16,
-        timeout: float = 600.0,
+        timeout: float = DEFAULT_TIMEOUT_S,
         max_retries: int = 4,
         extra_body: Mapping[str, Any] | None = None,
         allow_prefill: bool = True,
         think_markers: Sequence[str] = ("<think>", "</think>"),
+        on_blocked: str = "error",
     ) -> None:
         """``model`` is the served model name. ``tokenizer`` (a dir, alias or hub id, or a loaded tokenizer)
         gives exact prompt texts and token counts, and is required for ``mode=completions``. ``extra_body``
         is merged into every request; it can't override the fields set here (model, prompt, sampling, seed),
         and a null value drops a default extension field (``return_token_ids``, ``add_special_tokens``).
-        ``device`` and ``dtype`` are the server's business and are ignored."""
+        ``timeout`` (seconds one request may go without a byte from the server; default 120) and
+        ``max_retries`` (resends after a 429, 5xx, timeout or malformed reply; default 4) are described in the
+        module docstring, as is ``on_blocked`` (``error``: a prompt the provider's filter refuses stops the
+        run; ``record``: it comes back as ``finish_reason="blocked"``). ``device`` and ``dtype`` are the
+        server's business and are ignored."""
         del device, dtype
+        if on_blocked not in ON_BLOCKED:
+            raise ConfigError(f"{_WHO}: on_blocked must be one of {', '.join(ON_BLOCKED)}, got {on_blocked!r}")
         if not isinstance(model, str) or not model.strip():
             raise ConfigError(f"{_WHO}: --model must be the served model name")
         if mode not in MODES:
@@ -170,6 +196,7 @@ class OpenAIBackend:
             raise ConfigError(f"{_WHO}: chat_template must be the template text")
         self.model = model
         self.mode = mode
+        self.on_blocked = on_blocked
         self.base_url = check_base_url(base_url, _WHO)
         self.allow_prefill = allow_prefill
         self.think_markers = (think_markers[0], think_markers[1])
@@ -199,6 +226,7 @@ class OpenAIBackend:
         )
         self._chat_requests: dict[str, _ChatRequest] = {}
         self._continuation_checked = False
+        self._timeout_warned = False
 
     # -- prompts ---------------------------------------------------------------------------------
     def render_prompt(self, prompt: str, *, system_prompt: str | None = None, prefill: str = "",
@@ -292,7 +320,7 @@ class OpenAIBackend:
             raise ValueError("cannot generate from an empty prompt")
         bodies = [self._completions_body([int(t) for t in p], params, row_seed(seed, i))
                   for i, p in enumerate(prompt_ids)]
-        return self._run("completions", bodies, [""] * len(bodies))
+        return self._run("completions", bodies, [""] * len(bodies), record_blocked=False)
 
     def _sampling(self, params: SamplingParams, seed: int) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "n": 1, "max_tokens": params.max_new_tokens, "seed": seed,
@@ -345,105 +373,48 @@ class OpenAIBackend:
                         "the recorded prompt_text (generation prompt + prefill); use mode=completions for exact "
                         "prefills and thinking controls", _WHO)
 
-    def _run(self, path: str, bodies: list[dict[str, Any]], prompt_texts: Sequence[str]) -> list[Completion]:
-        results = self.client.post_many(path, bodies)
+    def _run(self, path: str, bodies: list[dict[str, Any]], prompt_texts: Sequence[str], *,
+             record_blocked: bool = True) -> list[Completion]:
+        """The rows' completions, or GenerationError for the batch. A blocked row is recorded (``on_blocked=record``)
+        only for a whole generation: a continuation (SafeThink, MoreThink) has no way to carry it on."""
+        self._check_timeout(bodies)
+        results = self.client.post_many(path, bodies, check=reply_problem)
         out: list[Completion] = []
         failures: list[tuple[int, str]] = []
+        blocked = 0
         for i, (res, text) in enumerate(zip(results, prompt_texts, strict=True)):
             try:
                 out.append(self._completion(res, text))
+            except _Blocked as e:
+                if self.on_blocked == "record" and record_blocked:
+                    out.append(Completion(text="", n_tokens=0, finish_reason="blocked"))
+                    continue
+                blocked += 1
+                failures.append((i, self.client.scrub(str(e))))
             except _RowFailure as e:
                 failures.append((i, self.client.scrub(str(e))))
         if failures:
             row, first = failures[0]
+            hint = (" To record prompts the provider blocks as `blocked` (left out of the metrics, counted in "
+                    "reports) and go on, set the backend option on_blocked=record (--backend-opt "
+                    "on_blocked=record)." if blocked and record_blocked else
+                    " A blocked continuation (SafeThink, MoreThink) cannot be recorded as blocked; run those prompts "
+                    "without the defense or control." if blocked else "")
             raise GenerationError(
                 f"{len(failures)} of {len(bodies)} generation requests to {self.base_url} failed (first, row {row}: "
                 f"{first}). Nothing of this batch was recorded (a failed or blocked request is not a refusal); "
-                "fix the cause and re-run the same command to resume", failures)
+                f"fix the cause and re-run the same command to resume.{hint}", failures)
         return out
 
-    def _completion(self, res: PostResult, prompt_text: str) -> Completion:
-        if not res.ok:
-            err = res.error or "request failed"
-            if err.startswith("HTTP 400") and _POLICY.search(err):
-                err = "blocked by a content filter: " + err
-            raise _RowFailure(err)
-        data = res.data
-        choices = data.get("choices") if isinstance(data, dict) else None
-        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-            err = data.get("error") if isinstance(data, dict) else None
-            detail = err.get("message", err) if isinstance(err, dict) else err
-            raise _RowFailure(f"API error in reply: {str(detail)[:200]}" if detail else "malformed reply (no choices)")
-        choice = choices[0]
-        reason = choice.get("finish_reason")
-        if reason in _FAILED_FINISH:
-            raise _RowFailure(_FAILED_FINISH[reason])
-        text = self._chat_text(choice, prompt_text) if "message" in choice else choice.get("text")
-        if not isinstance(text, str):
-            raise _RowFailure("malformed reply (no text in choices[0])")
-        finish: FinishReason = "length" if reason == "length" else "stop"
-        stop_reason = choice.get("stop_reason")  # vLLM: the stop string, a stop token id, or null (EOS)
-        stopped_by = None if finish == "length" else (stop_reason if isinstance(stop_reason, str) and stop_reason
-                                                      else "eos")
-        server_ids = choice.get("token_ids")
-        ids: list[int] | None = None
-        if self.tokenizer is not None and isinstance(server_ids, list) and all(type(t) is int for t in server_ids):
-            ids = self._ids_for_text(server_ids, text)
-        usage = data.get("usage") if isinstance(data, dict) else None
-        used = usage.get("completion_tokens") if isinstance(usage, dict) else None
-        if ids is not None:
-            n = len(ids)
-        elif isinstance(used, int) and not isinstance(used, bool):
-            n = used
-        else:
-            n = self.count_tokens([text])[0]
-        if ids is None and self.tokenizer is not None:
-            ids = self.encode(text)
-        return Completion(text=text, n_tokens=n, finish_reason=finish, token_ids=tuple(ids or ()),
-                          stopped_by=stopped_by)
-
-    def _chat_text(self, choice: dict[str, Any], prompt_text: str) -> str | None:
-        message = choice.get("message")
-        if not isinstance(message, dict):
-            return None
-        content = message.get("content")
-        if isinstance(content, list):  # content parts
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-        if content is None and isinstance(message.get("refusal"), str):
-            content = message["refusal"]  # OpenAI's own refusal field: the model's words, not a filter
-        if content is not None and not isinstance(content, str):
-            return None
-        reasoning = next((r for key in ("reasoning", "reasoning_content")
-                          if isinstance(r := message.get(key), str) and r), None)
-        if reasoning is None:
-            return content or ""
-        start, end = self.think_markers
-        text = reasoning.strip()
-        if content is not None:  # the server saw the end marker
-            text += f"\n{end}\n\n{content.lstrip()}"
-        if self._fmt.opened_in_prompt(prompt_text) or self._fmt.closed_in_prompt(prompt_text):
-            # opened: the response goes on inside the block; closed (ZeroThink): the "reasoning" is answer text
-            return text
-        return f"{start}\n{text}"
-
-    def _ids_for_text(self, ids: list[int], text: str) -> list[int] | None:
-        """The server's ids cut to ``text`` (vLLM keeps EOS and stop-string tokens), or None if they don't match."""
-        if self.decode(ids) == text:
-            return ids
-        lo, hi = 0, len(ids)  # largest m with len(decode(ids[:m])) <= len(text)
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if len(self.decode(ids[:mid])) <= len(text):
-                lo = mid
-            else:
-                hi = mid - 1
-        head = self.decode(ids[:lo])
-        if head == text:
-            return ids[:lo]
-        # a token straddling the cut (like the transformers backend, the ids stop before it)
-        if text.startswith(head) and lo < len(ids) and self.decode(ids[:lo + 1]).startswith(text):
-            return ids[:lo]
-        return None
+    def _check_timeout(self, bodies: list[dict[str, Any]]) -> None:
+        """Warn once when ``max_tokens`` needs a faster server than ``timeout`` leaves room for."""
+        longest = max((b.get("max_tokens") or 0 for b in bodies), default=0)
+        need = longest / self.client.timeout
+        if not self._timeout_warned and need > _SLOW_TOKENS_PER_S:
+            self._timeout_warned = True
+            log.warning("%s: max_tokens %d must be generated within timeout=%g s per request (%.0f tokens/s); if "
+                        "requests time out, raise the backend option timeout", _WHO, longest, self.client.timeout,
+                        need)
 
     # -- manifest --------------------------------------------------------------------------------
     def identity(self) -> dict[str, Any]:
