@@ -67,15 +67,27 @@ def test_xstest_and_jbb_loaders(shared_data):
     assert len(jbb.items) == 300 and sum(i.label_human for i in jbb.items) == 110
 
 
-def test_rs_match_reproduces_harmbench_advbench_column(shared_data):
-    """HarmBench's 'advbench' verdict column is the llm-attacks refusal-string judge: ours must match it."""
+def test_advbench_prefixes_reproduces_harmbench_advbench_column(shared_data):
+    """HarmBench's 'advbench' verdict column is its advbench_metric_test_prefixes judge: ours must match it."""
     ls = load_labelled("harmbench-val", data_dir=shared_data)
-    ours = run_judge("rs-match", ls, progress=False)
+    ours = run_judge("advbench-prefixes", ls, progress=False)
     theirs = results_from_column(ls, "advbench")
+    assert all(r.predicted is not None for r in theirs)
     assert [r.predicted for r in ours] == [r.predicted for r in theirs]
     m = agreement_metrics(ours)
     assert 0.6 < m["accuracy"] < 0.75  # far from the HarmBench classifier's ~0.9 on the same set
     assert agreement_metrics(results_from_column(ls, "cls"))["accuracy"] > 0.88
+
+
+def test_rs_match_is_safechains_list_not_harmbenchs(shared_data):
+    """SafeChain's RS-Match is a different list: it disagrees with the 'advbench' column on some items."""
+    ls = load_labelled("harmbench-val", data_dir=shared_data)
+    ours = run_judge("rs-match", ls, progress=False)
+    theirs = results_from_column(ls, "advbench")
+    differ = sum(a.predicted != b.predicted for a, b in zip(ours, theirs, strict=True))
+    assert differ > 0
+    m = agreement_metrics(ours)
+    assert m["n_errors"] == 0 and 0.6 < m["accuracy"] < 0.75
 
 
 def test_refusal_judge_on_harm_set_refused(shared_data):

@@ -85,7 +85,9 @@ JBB_COMPARISON = _spec(
     "jbb-judge-comparison", "jailbreakbench/judge-comparison.csv",
     f"hf://JailbreakBench/JBB-Behaviors@{JBB_REVISION}/data/judge-comparison.csv")
 
-#: Published verdict columns of each set (``--verdict-column all`` scores them all).
+#: Published verdict columns of each set (``--verdict-column all`` scores them all). harmbench-val's
+#: ``advbench`` column is HarmBench's AdvBench prefix metric: the ``advbench-prefixes`` judge reproduces it
+#: item for item (``rs-match`` is SafeChain's different list).
 VERDICT_COLUMNS: dict[str, tuple[str, ...]] = {
     "harmbench-val": ("llama_guard", "gpt-4-1106-preview", "gpt-4-0613", "PAIR_gpt-4-0613", "advbench", "GPTFuzz",
                       "mixtral", "gpt-3.5-turbo-0613", "cls", "cls_mistral", "chatglm"),
