@@ -319,6 +319,19 @@ def test_moderation_mismatched_count_and_malformed(api: FakeAPI, key: str) -> No
     assert bad_score.unsafe is None and "outside [0, 1]" in (bad_score.error or "")
 
 
+def test_moderation_reply_without_results_is_retried(api: FakeAPI, key: str) -> None:
+    # a 200 without a results list (an error object, a proxy's page) is retried like a 5xx, then an error
+    api.script = lambda body, n: (Reply(body={"error": {"message": "overloaded"}}) if n == 1 else
+                                  Reply(body={"results": [mod_result(True, {"violence": 0.9})]}))
+    j = build_judge("openai-moderation", {"base_url": api.url, "api_key_env": KEY_ENV, **FAST})
+    (v,) = j.judge(items("a"))
+    assert v.unsafe is True and v.error is None and len(api.requests) == 2
+    api.script = lambda body, n: Reply(body={"id": "m"})
+    (v,) = build_judge("openai-moderation", {"base_url": api.url, "api_key_env": KEY_ENV, **FAST,
+                                             "max_retries": 1}).judge(items("a"))
+    assert v.unsafe is None and v.error == "malformed reply (no results) (2 attempts)"
+
+
 def test_moderation_batches_fail_independently(api: FakeAPI, key: str) -> None:
     def script(body: Any, n: int) -> Reply:
         if "BAD" in body["input"]:

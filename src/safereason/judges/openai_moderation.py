@@ -86,15 +86,16 @@ class OpenAIModerationJudge:
 
     def judge(self, items: Sequence[JudgeItem]) -> list[Verdict]:
         chunks = [list(items[i:i + self.batch_size]) for i in range(0, len(items), self.batch_size)]
-        pairs = list(zip(chunks, self.client.post_many("moderations", [self._body(c) for c in chunks]), strict=True))
+        pairs = list(zip(chunks, self.client.post_many("moderations", [self._body(c) for c in chunks],
+                                                       check=results_problem), strict=True))
         # A batch the API refuses as a whole (400/413/422: one text too long, say) is resent one item
         # per request, so that only the offending item fails.
         redo = {i for i, (c, r) in enumerate(pairs)
                 if len(c) > 1 and r.error and r.error.startswith(("HTTP 400", "HTTP 413", "HTTP 422"))}
         if redo:
             singles = [[it] for i in sorted(redo) for it in pairs[i][0]]
-            redone = iter(zip(singles, self.client.post_many("moderations", [self._body(c) for c in singles]),
-                              strict=True))
+            redone = iter(zip(singles, self.client.post_many("moderations", [self._body(c) for c in singles],
+                                                             check=results_problem), strict=True))
             pairs = [p for i, (c, r) in enumerate(pairs)
                      for p in ([next(redone) for _ in c] if i in redo else [(c, r)])]
         out: list[Verdict] = []
@@ -140,3 +141,9 @@ class OpenAIModerationJudge:
 
 
 JUDGES.add("openai-moderation", OpenAIModerationJudge)
+
+
+def results_problem(data: Any) -> str | None:
+    """A reply check: a moderation body without a ``results`` list is malformed, retried like a 5xx."""
+    results = data.get("results") if isinstance(data, dict) else None
+    return None if isinstance(results, list) else "malformed reply (no results)"
