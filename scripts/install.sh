@@ -9,7 +9,7 @@ PY="${PYTHON:-python3}"
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q "torch==${SAFEREASON_TORCH_VERSION:-2.13.0}"
 if [ "${1:-}" = "--dev" ]; then
-  .venv/bin/python -m pip install -q -e ".[dev,ray]"
+  .venv/bin/python -m pip install -q -e ".[dev,ray,train]"
 else
   .venv/bin/python -m pip install -q -e .
 fi
