@@ -301,6 +301,21 @@ def test_failing_scorer_is_an_error_not_an_answer(tiny_model_dir, tiny_backend, 
         assert raw(srv, "GET", "/health")[0] == 200
 
 
+def test_morethink_serves_safechain_budgets(tiny_model_dir, tiny_backend):
+    """Under SafeChain's MoreThink the answer gets max_tokens - think_budget: a request leaving it nothing is a
+    clear 400; one leaving room is answered with the per-sample budgets in its control record."""
+    cfg = base_config(tiny_model_dir, defense=None, defense_options={}, thinking="more", think_budget=6,
+                      think_rounds=1, max_new_tokens=12)
+    srv = make_server(cfg, port=0, api_key_env=KEY_ENV + "_UNSET", backend=tiny_backend, served_model_name="tiny")
+    with running(srv):
+        with pytest.raises(openai.BadRequestError) as e:
+            ask(client(srv), max_tokens=4)
+        assert "max_new_tokens 4 <= think_budget 6" in e.value.body["message"]
+        control = ask(client(srv), max_tokens=12).model_extra["safereason"]["control"]
+        assert control["budget_mode"] == "safechain" and control["think_budget"] == 6
+        assert control["answer_budget"] == 6
+
+
 # -- auth --------------------------------------------------------------------------------------------
 
 def test_api_key_required_when_configured(tiny_model_dir, tiny_backend, monkeypatch):

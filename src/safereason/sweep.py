@@ -6,6 +6,7 @@ A sweep file is an eval config (the same snake_case keys) plus ``grid`` and ``ou
     benchmark: smoke
     k: 4
     max_new_tokens: 128
+    think_budget: 96      # MoreThink answers with max_new_tokens - think_budget
     think_prefill: "<think>\\n"
     grid:
       thinking: [default, zero, less, more]

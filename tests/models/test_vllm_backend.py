@@ -171,8 +171,10 @@ def test_morethink_end_to_end_reproducible(vllm_backend, tmp_path):
     close = len(vllm_backend.encode("</think>\n\n"))  # MoreThink's closing marker is outside the budget
     for s in a.samples:
         assert s.control["thinking"] == "more" and s.control["thinking_tokens"] <= 16
+        assert s.control["answer_budget"] == 32 - 16  # SafeChain's: max_new_tokens - think_budget
         assert s.thinking_closed and s.split_status == "closed"
-        assert s.n_response_tokens <= 32 + close
+        # rethink strings are not charged to the thinking budget (SafeChain's accounting)
+        assert s.n_response_tokens <= 32 + s.control["injected_tokens"] + close
     b = safereason.evaluate({**cfg, "out": str(tmp_path / "b")}, backend=vllm_backend, progress=False)
     assert [s.response for s in b.samples] == [s.response for s in a.samples]
     assert _samples(tmp_path / "a") == _samples(tmp_path / "b")

@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 from safereason.config import EvalConfig
 from safereason.defenses import Defense, build_defense
+from safereason.errors import ConfigError
 from safereason.models import Backend, Completion, SamplingParams
 from safereason.reasoning import get_format
 from safereason.reasoning.controls import more_think
@@ -251,10 +252,13 @@ class GuardedModel:
                                     "no unmonitored answer was returned", "defense_error", "defense_failed") from e
             return out.completion, out.control
         if self.config.thinking == "more":
-            (m,) = more_think(self.backend, [text], params, gen_seed, fmt=self.fmt, keys=[key],
-                              rounds=self.config.think_rounds, budget=self.config.think_budget,
-                              rethink=self.config.rethink_strings)
-            return m.completion, {"thinking": "more", "rounds": m.rounds, "thinking_tokens": m.thinking_tokens}
+            try:
+                (m,) = more_think(self.backend, [text], params, gen_seed, fmt=self.fmt, keys=[key],
+                                  rounds=self.config.think_rounds, budget=self.config.think_budget,
+                                  rethink=self.config.rethink_strings, budget_mode=self.config.morethink_budget)
+            except ConfigError as e:  # SafeChain's answer budget is max_tokens - think_budget: ask for more
+                raise ApiError(400, str(e), param="max_tokens") from None
+            return m.completion, m.control()
         return self.backend.generate([text], params, gen_seed)[0], {}
 
     def _params(self, req: ChatRequest) -> SamplingParams:
