@@ -19,7 +19,7 @@ class _Reply:
 
 def _judge(results: list[Any], **opts: Any):
     j = build_judge("openai-moderation", {"api_key_env": KEY_ENV, **opts})
-    j.client.post_many = lambda path, bodies: [_Reply({"results": results}) for _ in bodies]
+    j.client.post_many = lambda path, bodies, check=None: [_Reply({"results": results}) for _ in bodies]
     return j.judge([JudgeItem(prompt="p", text=f"t{i}") for i in range(len(results))])
 
 
