@@ -23,7 +23,7 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 #: rows per set, from each folder's PROVENANCE.md
 EXPECTED_ROWS = {
     "strongreject": 313, "strongreject-small": 60, "harmbench": 300, "harmbench-copyright": 100, "xstest": 450,
-    "jbb-harmful": 100, "jbb-benign": 100, "advbench": 520, "math500": 500, "gsm8k": 1319,
+    "jbb-harmful": 100, "jbb-benign": 100, "advbench": 520, "math500": 500, "gsm8k": 1319, "aime2024": 30,
 }
 STRONGREJECT_CATEGORIES = {
     "Disinformation and deception", "Hate, harassment and discrimination", "Illegal goods and services",

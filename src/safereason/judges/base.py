@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from safereason.errors import ConfigError
@@ -28,6 +28,8 @@ class JudgeItem:
     context: str | None = None
     #: the reference answer, for utility judges (MATH-500, GSM8K)
     reference: str | None = None
+    #: the prompt's ``meta``, for judges that need more than a reference (``code-exec``: HumanEval's tests)
+    meta: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
 
 @runtime_checkable

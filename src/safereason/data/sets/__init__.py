@@ -5,8 +5,10 @@ This module only imports the sets and registers them, in the order ``safereason 
 
 from safereason.data.sets import (
     advbench,
+    aime2024,
     figstep,
     harmbench,
+    humaneval,
     jailbreakbench,
     mm_safetybench,
     smoke,
@@ -19,6 +21,6 @@ from safereason.data.spec import BENCHMARKS
 
 for _spec in (
     smoke.SPEC, *strongreject.SPECS, *harmbench.SPECS, xstest.SPEC, *jailbreakbench.SPECS, advbench.SPEC,
-    *utility.SPECS, wildjailbreak.SPEC, *figstep.SPECS, *mm_safetybench.SPECS,
+    *utility.SPECS, aime2024.SPEC, humaneval.SPEC, wildjailbreak.SPEC, *figstep.SPECS, *mm_safetybench.SPECS,
 ):
     BENCHMARKS.add(_spec.name, _spec)
