@@ -104,3 +104,44 @@ def hash_judge():
     yield register
     for name in names:
         JUDGES._items.pop(name, None)
+
+
+class WordBackend:
+    """A backend without weights: a token is a whitespace word; ``blocked`` prompts get finish_reason blocked."""
+
+    name = "word"
+
+    def __init__(self, context: int | None = 64, blocked: tuple[str, ...] = ()) -> None:
+        self.context, self.blocked, self.generated = context, blocked, []
+
+    def context_limit(self) -> int | None:
+        return self.context
+
+    def render_prompt(self, prompt, *, system_prompt=None, prefill="", template_kwargs=None):
+        system = f"[system] {system_prompt}\n" if system_prompt else ""
+        return f"{system}[user] {prompt}\n[assistant] " + prefill
+
+    def count_tokens(self, texts):
+        return [len(t.split()) for t in texts]
+
+    def generate(self, prompt_texts, params, seed, images=None):
+        from safereason.models.base import Completion
+
+        self.generated += list(prompt_texts)
+        out = []
+        for t in prompt_texts:
+            if any(b in t for b in self.blocked):
+                out.append(Completion(text="Your request was flagged by our content policy.", n_tokens=0,
+                                      finish_reason="blocked"))
+            else:
+                out.append(Completion(text="Sure, here it is.", n_tokens=4, finish_reason="stop"))
+        return out
+
+    def identity(self):
+        return {"backend": self.name, "model_hash": "word", "tokenizer_hash": "word", "chat_template_hash": "word"}
+
+
+@pytest.fixture()
+def word_backend() -> type[WordBackend]:
+    """The :class:`WordBackend` class (tests build it with their own context size and blocked words)."""
+    return WordBackend

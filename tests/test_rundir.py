@@ -38,6 +38,7 @@ def test_identity_refuses_other_config(tmp_path):
     run.create()
     run.check_identity({"generation_hash": "aaa", "n": 1})
     run.check_identity({"generation_hash": "aaa", "n": 1})
+    run.generations.append([{"batch": 0}])  # records exist: the identity is now binding
     with pytest.raises(RunDirError, match="different config.*generation_hash"):
         run.check_identity({"generation_hash": "bbb", "n": 1})
     assert json.loads((run.state / "identity.json").read_text())["generation_hash"] == "aaa"

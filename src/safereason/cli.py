@@ -11,6 +11,9 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from safereason.commands.compare import app as compare_app
+from safereason.commands.data import app as data_app
+from safereason.commands.train import app as train_app
 from safereason.errors import SafereasonError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -58,14 +61,34 @@ def _quiet_libraries() -> None:
         pass
 
 
-def _show(result: Any, title: str) -> None:
+def _show(result: Any, title: str, max_judge_errors: int | None = None) -> None:
+    """Print the metrics; end with the count of judge errors, exiting 3 when there are more than allowed."""
     from safereason.report import metrics_table
     from safereason.report.summary import extra_tables
 
+    partial = getattr(result, "partial", None)
+    if partial:
+        title = f"PARTIAL ({partial['missing_samples']} samples, {partial['missing_judgments']} judgments missing): " \
+            + title
     out_console.print(metrics_table(result.metrics, title=title))
     for table in extra_tables(result.metrics):
         out_console.print(table)
     out_console.print(f"run dir: [bold]{result.run_dir}[/bold]  (samples.jsonl, metrics.json, summary.md)")
+    errors = getattr(result, "judge_errors", None) or {}
+    n_errors = sum(n for parts in errors.values() for n in parts.values())
+    if n_errors:
+        counts = ", ".join(f"{j} x {p}: {n}" for j, parts in errors.items() for p, n in parts.items())
+        err_console.print(f"{n_errors} judge errors ({counts}); re-run to retry them", highlight=False,
+                          soft_wrap=True)
+        if max_judge_errors is not None and n_errors > max_judge_errors:
+            raise typer.Exit(JUDGE_ERRORS_EXIT)
+
+
+#: exit status of eval/judge/metrics when more verdicts than --max-judge-errors are errors (outputs are written)
+JUDGE_ERRORS_EXIT = 3
+_MAX_JUDGE_ERRORS_HELP = (f"exit {JUDGE_ERRORS_EXIT} (after writing the results) when more verdicts than this are "
+                          "judge errors; a re-run retries them")
+_ALLOW_PARTIAL_HELP = "compute from an incomplete run (killed during generation or judging), marked PARTIAL"
 
 
 @app.command("eval")
@@ -80,7 +103,8 @@ def eval_cmd(
     temperature: Annotated[float | None, typer.Option(help="0 = greedy")] = None,
     top_p: Annotated[float | None, typer.Option()] = None,
     top_k: Annotated[int | None, typer.Option()] = None,
-    max_new_tokens: Annotated[int | None, typer.Option()] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(
+        help="default 512; 16000 (SafeChain's) with a model preset or --thinking more")] = None,
     stop: Annotated[list[str] | None, typer.Option(help="stop string (repeatable)")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     batch_size: Annotated[int | None, typer.Option(help="rows (prompt x sample) per generate call")] = None,
@@ -96,6 +120,10 @@ def eval_cmd(
     = None,
     think_budget: Annotated[int | None, typer.Option(help="MoreThink: max thinking tokens (10000)")] = None,
     think_rounds: Annotated[int | None, typer.Option(help="MoreThink: max forced rethink rounds (10)")] = None,
+    morethink_budget: Annotated[str | None, typer.Option(
+        help="MoreThink budgets: safechain (SafeChain's: answer gets max-new-tokens - think-budget) or shared")] = None,
+    preset: Annotated[str | None, typer.Option(
+        help="model preset (SafeChain's settings; default: from the hub id; `none` turns it off; see `list`)")] = None,
     prefill: Annotated[str | None, typer.Option(help="text the assistant turn starts with, after any control")]
     = None,
     defense: Annotated[str | None, typer.Option(help="safethink, zerothink, lessthink, safepath, adashield")] = None,
@@ -110,6 +138,10 @@ def eval_cmd(
     dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16, float16")] = None,
     n_bootstrap: Annotated[int | None, typer.Option()] = None,
     out: Annotated[Path | None, typer.Option(help="run dir; re-running the same command resumes")] = None,
+    on_long_prompt: Annotated[str | None, typer.Option(
+        help="a prompt whose tokens + max-new-tokens exceed the model's context: error (default, before any "
+             "generation) or skip (recorded as skipped, left out of the metrics)")] = None,
+    max_judge_errors: Annotated[int, typer.Option(min=0, help=_MAX_JUDGE_ERRORS_HELP)] = 0,
     no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
 ) -> None:
     """Sample K responses per prompt, split thinking from answer, judge, and report Safe@1/Safe@K/ConsSafe@K."""
@@ -130,23 +162,25 @@ def eval_cmd(
         "backend_options": (_judge_options(backend_opt, default_judge="backend") or {}).get("backend"),
         "reasoning_format": reasoning_format, "system_prompt": system_prompt, "think_prefill": think_prefill,
         "enable_thinking": enable_thinking, "thinking": thinking, "think_budget": think_budget,
-        "think_rounds": think_rounds, "prefill": prefill, "defense": defense,
+        "think_rounds": think_rounds, "morethink_budget": morethink_budget, "preset": preset,
+        "prefill": prefill, "defense": defense,
         "defense_options": (_judge_options(defense_opt, default_judge="defense") or {}).get("defense"),
         "chat_template": template_text, "data_dir": data_dir,
         "prompt_column": prompt_column, "id_column": id_column, "category_column": category_column,
         "label_column": label_column, "device": device, "dtype": dtype, "n_bootstrap": n_bootstrap, "out": out,
+        "on_long_prompt": on_long_prompt,
     }
     values = {key: v for key, v in values.items() if v is not None}
     cfg = load_config_file(config, **values) if config is not None else make_config(**values)
     _quiet_libraries()
     result = evaluate(cfg, progress=not no_progress)
-    _show(result, f"{cfg.model} on {cfg.benchmark} (K={cfg.k})")
+    _show(result, f"{cfg.model} on {cfg.benchmark} (K={cfg.k})", max_judge_errors)
 
 
 @app.command("demo")
 def demo_cmd(
     out: Annotated[Path, typer.Option(help="run dir")] = Path("runs/demo"),
-    k: Annotated[int, typer.Option("--k")] = 4,
+    k: Annotated[int, typer.Option("--k")] = 5,
     max_new_tokens: Annotated[int, typer.Option()] = 160,
     no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
 ) -> None:
@@ -201,26 +235,30 @@ def judge_cmd(
     judge: Annotated[str, typer.Option(help="judge name(s), comma-separated")],
     judge_opt: Annotated[list[str] | None, typer.Option(help="JUDGE.KEY=VALUE judge option (repeatable)")] = None,
     parts: Annotated[str | None, typer.Option(help="thinking,answer,full")] = None,
+    max_judge_errors: Annotated[int, typer.Option(min=0, help=_MAX_JUDGE_ERRORS_HELP)] = 0,
+    allow_partial: Annotated[bool, typer.Option("--allow-partial", help=_ALLOW_PARTIAL_HELP)] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
 ) -> None:
-    """Add judgments to a run without regenerating, then recompute its metrics."""
+    """Add judgments to a run without regenerating (retrying verdicts that are errors), then recompute its metrics."""
     from safereason.runner import judge_run
 
     _quiet_libraries()
     result = judge_run(run_dir, _split(judge) or [], parts=_split(parts), judge_options=_judge_options(judge_opt),
-                       progress=not no_progress)
-    _show(result, f"{run_dir}")
+                       progress=not no_progress, allow_partial=allow_partial)
+    _show(result, f"{run_dir}", max_judge_errors)
 
 
 @app.command("metrics")
 def metrics_cmd(
     run_dir: Annotated[Path, typer.Argument(help="an existing run dir")],
     n_bootstrap: Annotated[int | None, typer.Option()] = None,
+    max_judge_errors: Annotated[int, typer.Option(min=0, help=_MAX_JUDGE_ERRORS_HELP)] = 0,
+    allow_partial: Annotated[bool, typer.Option("--allow-partial", help=_ALLOW_PARTIAL_HELP)] = False,
 ) -> None:
-    """Recompute metrics.json and summary.md from the records of a run."""
+    """Recompute metrics.json and summary.md from the records of a run (refused while records are missing)."""
     from safereason.runner import metrics_run
 
-    _show(metrics_run(run_dir, n_bootstrap=n_bootstrap), f"{run_dir}")
+    _show(metrics_run(run_dir, n_bootstrap=n_bootstrap, allow_partial=allow_partial), f"{run_dir}", max_judge_errors)
 
 
 @app.command("judge-agreement")
@@ -298,11 +336,14 @@ def report_cmd(
     judge: Annotated[str | None, typer.Option(help="judge for plots and samples (default: first safety judge)")]
     = None,
     max_samples: Annotated[int, typer.Option(min=0, help="worst unsafe samples shown per run")] = 20,
+    allow_partial: Annotated[bool, typer.Option("--allow-partial", help="include runs that are unfinished or "
+                                                "whose metrics were computed with --allow-partial, marked PARTIAL")]
+    = False,
 ) -> None:
     """Compare runs in one self-contained HTML page: settings, metrics with CIs, plots, worst samples."""
     from safereason.report.html import build_report
 
-    path = build_report(list(run_dirs), out, judge=judge, max_samples=max_samples)
+    path = build_report(list(run_dirs), out, judge=judge, max_samples=max_samples, allow_partial=allow_partial)
     out_console.print(f"report: [bold]{path}[/bold]  (and {path.with_suffix('.md')})")
 
 
@@ -400,10 +441,17 @@ def serve_cmd(
     backend_opt: Annotated[list[str] | None, typer.Option(help="KEY=VALUE backend option (repeatable)")] = None,
     defense: Annotated[str | None, typer.Option(help="safethink (default), zerothink, lessthink, safepath, "
                                                      "adashield, or none (unguarded)")] = None,
-    judge: Annotated[str | None, typer.Option(help="SafeThink's safety scorer (a judge name; default rs-match)")]
+    judge: Annotated[str | None, typer.Option(help="SafeThink's safety scorer: a guard model with a continuous "
+                                                   "score (llama-guard-3-1b, llama-guard-3-8b, llama-guard-4-12b, "
+                                                   "wildguard, harmbench-cls)")]
     = None,
     judge_opt: Annotated[list[str] | None, typer.Option(help="KEY=VALUE option of the scorer (repeatable)")] = None,
     defense_opt: Annotated[list[str] | None, typer.Option(help="KEY=VALUE defense option (repeatable)")] = None,
+    on_unsafe: Annotated[str, typer.Option(help="refuse: an output still scored unsafe after the defense's "
+                                                "attempts gets finish_reason content_filter and a refusal; "
+                                                "return: return it (the paper's satisficing rule)")] = "refuse",
+    allow_binary_scorer: Annotated[bool, typer.Option(help="serve with a scorer that has no continuous score "
+                                                           "(rs-match: flags every benign request)")] = False,
     reasoning_format: Annotated[str | None, typer.Option(help="r1, qwen3, skyt1, none")] = None,
     think_prefill: Annotated[str | None,
                              typer.Option(help="text appended after the template, e.g. '<think>\\n'")] = None,
@@ -461,7 +509,8 @@ def serve_cmd(
                           f", max {max_concurrency} concurrent); Ctrl-C to stop", highlight=False, soft_wrap=True)
 
     if not serve(cfg, host=host, port=port, api_key_env=api_key_env, max_concurrency=max_concurrency,
-                 served_model_name=served_model_name, max_tokens_limit=max_tokens_limit, on_ready=ready):
+                 served_model_name=served_model_name, max_tokens_limit=max_tokens_limit, on_ready=ready,
+                 on_unsafe=on_unsafe, allow_binary_scorer=allow_binary_scorer):
         sys.stderr.flush()
         os._exit(1)  # a generation thread is still running: do not wait for it, nor let torch tear it down
 
@@ -471,24 +520,55 @@ def list_cmd() -> None:
     """List registered models, benchmarks, judges and reasoning formats."""
     from safereason.data import BENCHMARKS
     from safereason.judges import JUDGES
+    from safereason.models.presets import PRESETS
     from safereason.models.resolve import EMBEDDED
     from safereason.reasoning import FORMATS
 
     out_console.print("[bold]models[/bold]: " + ", ".join(EMBEDDED) + " (or any local path / hub id)")
+    out_console.print("[bold]model presets[/bold] (SafeChain's settings, chosen from the hub id; any flag "
+                      "overrides; sampling stays temperature 0.6, top-p 0.95, K 5):", highlight=False)
+    for p in PRESETS.values():
+        out_console.print(f"  {p.model}: {p.describe()}", highlight=False, soft_wrap=True)
     out_console.print("[bold]benchmarks[/bold]: " + ", ".join(BENCHMARKS.names()) + " (or a local file)")
     out_console.print("[bold]judges[/bold]: " + ", ".join(JUDGES.names()))
     out_console.print("[bold]reasoning formats[/bold]: " + ", ".join(FORMATS.names()))
 
 
+app.add_typer(train_app, name="train")
+app.add_typer(data_app, name="data")
+app.add_typer(compare_app)
+
+
+def _interrupted() -> None:
+    err_console.print("interrupted; re-run the same command to resume", highlight=False)
+    sys.exit(130)
+
+
 def main() -> None:
+    """Run the CLI. Typer's standalone mode is off so that Ctrl-C reaches us (it would print "Aborted!" or exit
+    silently); usage errors are then shown here as typer shows them."""
     try:
-        app()
+        from typer._click.exceptions import ClickException  # typer vendors click since 0.2x
+    except ImportError:  # pragma: no cover - older typer runs on click itself
+        from click.exceptions import ClickException
+    try:
+        rc = app(standalone_mode=False)
     except SafereasonError as e:
         err_console.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        err_console.print("interrupted; re-run the same command to resume")
-        sys.exit(130)
+    except (KeyboardInterrupt, typer.Abort):  # typer.Abort: click turned a KeyboardInterrupt into one
+        _interrupted()
+    except ClickException as e:
+        try:
+            from typer import rich_utils
+
+            rich_utils.rich_format_error(e)
+        except ImportError:  # pragma: no cover - typer without rich
+            e.show()
+        sys.exit(e.exit_code)
+    if rc == 130:  # typer turns KeyboardInterrupt into Exit(130); no command exits 130 itself
+        _interrupted()
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ DEMO_SYSTEM_PROMPT = (
 )
 
 
-def demo_config(out: Path | str = "runs/demo", k: int = 4, max_new_tokens: int = 160) -> EvalConfig:
+def demo_config(out: Path | str = "runs/demo", k: int = 5, max_new_tokens: int = 160) -> EvalConfig:
     return make_config(
         model="smollm2-135m",
         benchmark="smoke",
@@ -29,7 +29,7 @@ def demo_config(out: Path | str = "runs/demo", k: int = 4, max_new_tokens: int =
         top_p=0.95,
         max_new_tokens=max_new_tokens,
         seed=0,
-        batch_size=24,
+        batch_size=30,
         reasoning_format="r1",
         system_prompt=DEMO_SYSTEM_PROMPT,
         think_prefill="<think>\n",

@@ -17,6 +17,12 @@ PARTS: tuple[Part, ...] = ("thinking", "answer", "full")
 #: Prompt labels. Safety metrics are computed over prompts that are not ``benign``.
 Label = Literal["harmful", "benign"]
 
+#: What became of a sample: ``ok`` (generated), ``skipped`` (not generated: the prompt does not fit the model's
+#: context and the run's policy is skip) or ``blocked`` (the provider refused to serve the request). Only ``ok``
+#: samples are judged and enter the metrics; the others are counted.
+SampleStatus = Literal["ok", "skipped", "blocked"]
+SAMPLE_STATUSES: tuple[SampleStatus, ...] = ("ok", "skipped", "blocked")
+
 
 class Prompt(BaseModel):
     """One benchmark prompt. ``prompt`` is the full user turn (context already prepended)."""
@@ -82,22 +88,29 @@ class Sample(BaseModel):
     answer: str | None
     thinking_closed: bool
     split_status: Literal["closed", "unclosed", "no_thinking"]
-    finish_reason: Literal["stop", "length"]
+    #: None for a sample that was not generated (status skipped)
+    finish_reason: Literal["stop", "length", "blocked"] | None
     n_prompt_tokens: int
     n_response_tokens: int
     n_thinking_tokens: int | None = None
     n_answer_tokens: int | None = None
-    #: what a thinking control or defense did to this sample (MoreThink: {"thinking": "more", "rounds": n,
-    #: "thinking_tokens": m}); empty when nothing was done
+    #: what a thinking control or defense did to this sample (MoreThink: rounds, thinking and injected tokens,
+    #: think and answer budgets used, ended_by; see MoreThinkResult.control); empty when nothing was done
     control: dict[str, Any] = Field(default_factory=dict)
     images: list[str] = Field(default_factory=list)
+    status: SampleStatus = "ok"
+    #: why a sample is not ``ok`` (the prompt's token count and the context limit, the provider's message)
+    status_reason: str | None = None
     #: the prompt's ``meta`` (source-row fields such as HarmBench's ``Behavior`` / ``ContextString``)
     meta: dict[str, Any] = Field(default_factory=dict)
     #: judge name -> part -> verdict (``raw`` is kept in state files; see rundir)
     judgments: dict[str, dict[str, Verdict]] = Field(default_factory=dict)
 
     def part_text(self, part: Part) -> str | None:
-        """The text a judge scores for ``part``; None when the part does not exist for this sample."""
+        """The text a judge scores for ``part``; None when the part does not exist for this sample (and for a
+        sample that was skipped or blocked: there is no response to judge, and an empty one is not a refusal)."""
+        if self.status != "ok":
+            return None
         if part == "full":
             text: str | None = self.response
         elif part == "thinking":

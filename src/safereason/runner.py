@@ -1,7 +1,8 @@
 """The evaluation pipeline: prompts -> K samples -> thinking/answer split -> judges -> metrics -> report.
 
-``evaluate(config)`` is the whole pipeline; ``judge_run`` and ``metrics_run`` redo its later stages on
-an existing run dir. Every stage is resumable: re-running skips what the run dir's logs already hold.
+``evaluate(config)`` is the whole pipeline; ``judge_run`` and ``metrics_run`` (in :mod:`safereason.judging`)
+redo its later stages on an existing run dir. Every stage is resumable: re-running skips what the run dir's
+logs already hold.
 
 Reproducibility comes from a *fixed batch plan*: the (prompt, sample) rows are ordered by prompt length
 and cut into batches of ``batch_size`` rows; batch ``b`` is always generated from the same rows with the
@@ -16,7 +17,7 @@ import platform
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,24 +37,29 @@ from safereason.data import load_benchmark
 from safereason.data.benchmarks import LoadedBenchmark
 from safereason.defenses import Defense, build_defense
 from safereason.errors import ConfigError, RunDirError
-from safereason.judges import JudgeItem, build_judge, close_judge, identity_hash
-from safereason.metrics import compute_metrics
+from safereason.judging import EvalResult, judge_item, judge_run, metrics_run  # noqa: F401 - re-exported
+from safereason.judging import attach_judgments as _attach_judgments  # noqa: F401 - re-exported
+from safereason.judging import finish_run as _finish
+from safereason.judging import judge_samples as _judge
+from safereason.judging import load_samples as _load_samples
+from safereason.metrics import status_counts
 from safereason.models import Backend, Completion, SamplingParams, build_backend
+from safereason.models.presets import preset_record
 from safereason.reasoning import get_format
-from safereason.reasoning.controls import control_prefill, images_of, more_think
+from safereason.reasoning.controls import control_prefill, images_of, more_think, morethink_stats, shortfalls
 from safereason.reasoning.formats import ReasoningFormat
-from safereason.records import Prompt, Sample, Verdict
-from safereason.report.summary import write_summary
+from safereason.records import Prompt, Sample
 from safereason.rundir import RunDir
+from safereason.validation import (
+    PROBE,
+    check_prompt_texts,
+    check_template_keeps_messages,
+    context_limit,
+    count_within_context,
+    preflight_judges,
+)
 
 console = Console(stderr=True)
-
-
-@dataclass
-class EvalResult:
-    run_dir: Path
-    samples: list[Sample]
-    metrics: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -110,8 +116,38 @@ def _now() -> str:
 BackendArg = Backend | Callable[[], Backend] | None
 
 
-def _generate(config: EvalConfig, run: RunDir, prompts: list[Prompt], *, backend: BackendArg,
-              progress: bool) -> list[dict[str, Any]]:
+@dataclass
+class _Prepared:
+    """The generation left to do, with everything it needs checked before the first token."""
+
+    plan: list[list[Row]]
+    todo: list[int]
+    backend: Backend | None = None
+    fmt: ReasoningFormat | None = None
+    defense: Defense | None = None
+    prompt_texts: list[str] = field(default_factory=list)
+    n_prompt_tokens: list[int] = field(default_factory=list)
+    #: prompt index -> why it is not generated (too long for the context, on_long_prompt=skip)
+    skipped: dict[int, str] = field(default_factory=dict)
+    #: the backend's identity, to record in state/model.json once the run starts (None: keep the stored one)
+    model_id: dict[str, Any] | None = None
+
+
+def _build_backend(config: EvalConfig, backend: BackendArg) -> Backend:
+    if backend is None:
+        options = dict(config.backend_options)
+        if config.backend == "openai":
+            options.pop("max_model_len", None)  # read by the context check; the server enforces its own
+        return build_backend(config.backend, config.model, device=config.device, dtype=config.dtype,
+                             chat_template=config.chat_template, **options)
+    if not hasattr(backend, "generate"):
+        return backend()  # a factory: build (or fetch from a cache) only now that work is left
+    return backend
+
+
+def _prepare(config: EvalConfig, run: RunDir, prompts: list[Prompt], *, backend: BackendArg) -> _Prepared:
+    """Load the backend (only when generation is left) and check the model, template and every prompt's length
+    before anything about this start is written: a failed start leaves the run dir as it was."""
     plan = batch_plan(prompts, config.k, config.batch_size)
     logged = run.generations.read()
     by_batch: dict[int, list[dict[str, Any]]] = {}
@@ -122,40 +158,72 @@ def _generate(config: EvalConfig, run: RunDir, prompts: list[Prompt], *, backend
         # rows of a batch whose write was cut short: drop them, the batch is regenerated whole
         run.generations.rewrite([r for r in logged if r["batch"] in done])
     todo = [b for b in range(len(plan)) if b not in done]
+    if not todo:
+        return _Prepared(plan, todo)
+    backend = _build_backend(config, backend)
+    model_id = backend.identity()
+    stored = run.read_json("state/model.json")
+    keys = ("model_hash", "tokenizer_hash", "chat_template_hash")
+    if done and stored is not None and any(stored.get(k) != model_id.get(k) for k in keys):
+        raise RunDirError(
+            f"run dir {run.path} was generated with different model weights, tokenizer or chat template "
+            f"than {config.model!r} has now; use a new --out directory"
+        )
+    fmt = get_format(config.reasoning_format)
+    defense = build_defense(config.defense, config.defense_options) if config.defense else None
+    template_kwargs = {}
+    if config.enable_thinking is not None:
+        template_kwargs[fmt.template_switch or "enable_thinking"] = config.enable_thinking
+    probe = render(backend, config, fmt, PROBE, template_kwargs, defense)
+    check_template_keeps_messages(probe, sentinel=PROBE, model=config.model,
+                                  system_prompt=defense.system_prompt(config.system_prompt) if defense
+                                  else config.system_prompt)
+    prompt_texts = [render(backend, config, fmt, p.prompt, template_kwargs, defense, images=p.images)
+                    for p in prompts]
+    limit = context_limit(backend, config.backend_options)
+    n_prompt_tokens, long = count_within_context(backend, [p.id for p in prompts], prompt_texts,
+                                                 max_new_tokens=config.max_new_tokens, limit=limit)
+    reasons = {i: lp.reason(config.max_new_tokens, limit or 0) for i, lp in sorted(long.items())}
+    if reasons and config.on_long_prompt == "error":
+        raise ConfigError(f"{next(iter(reasons.values()))} ({len(reasons)} prompt(s) too long); shorten it, lower "
+                          "--max-new-tokens, or pass --on-long-prompt skip to record such prompts as skipped")
+    return _Prepared(plan, todo, backend, fmt, defense, prompt_texts, n_prompt_tokens, reasons,
+                     model_id=model_id if stored is None or not done else None)
+
+
+def _generate(config: EvalConfig, run: RunDir, prompts: list[Prompt], prep: _Prepared, *,
+              progress: bool) -> list[dict[str, Any]]:
+    plan, todo = prep.plan, prep.todo
     if todo:
-        if backend is None:
-            backend = build_backend(config.backend, config.model, device=config.device, dtype=config.dtype,
-                                    chat_template=config.chat_template, **config.backend_options)
-        elif not hasattr(backend, "generate"):
-            backend = backend()  # a factory: build (or fetch from a cache) only now that work is left
-        model_id = backend.identity()
-        stored = run.read_json("state/model.json")
-        keys = ("model_hash", "tokenizer_hash", "chat_template_hash")
-        if stored is not None and any(stored.get(k) != model_id.get(k) for k in keys):
-            raise RunDirError(
-                f"run dir {run.path} was generated with different model weights, tokenizer or chat template "
-                f"than {config.model!r} has now; use a new --out directory"
-            )
-        if stored is None:
-            run.write_json("state/model.json", model_id)
-        fmt = get_format(config.reasoning_format)
-        defense = build_defense(config.defense, config.defense_options) if config.defense else None
-        template_kwargs = {}
-        if config.enable_thinking is not None:
-            template_kwargs[fmt.template_switch or "enable_thinking"] = config.enable_thinking
-        prompt_texts = [render(backend, config, fmt, p.prompt, template_kwargs, defense, images=p.images)
-                        for p in prompts]
-        n_prompt_tokens = backend.count_tokens(prompt_texts)
+        backend, fmt, defense = prep.backend, prep.fmt, prep.defense
+        assert backend is not None and fmt is not None
+        if prep.model_id is not None:
+            run.write_json("state/model.json", prep.model_id)
+        prompt_texts, n_prompt_tokens, skipped = prep.prompt_texts, prep.n_prompt_tokens, prep.skipped
         params = SamplingParams(temperature=config.temperature, top_p=config.top_p, top_k=config.top_k,
                                 max_new_tokens=config.max_new_tokens, stop=tuple(config.stop),
                                 ignore_eos=config.ignore_eos)
-        def log_batch(b: int, completions: list[Completion], controls: list[dict[str, Any]]) -> None:
-            rows = plan[b]
-            splits = [fmt.split(c.text, prompt_texts[r.prompt_index]) for r, c in zip(rows, completions, strict=True)]
-            counts = iter(backend.count_tokens([t for s in splits for t in (s.thinking or "", s.answer or "")]))
+        def log_batch(b: int, rows: list[Row], completions: list[Completion], controls: list[dict[str, Any]]) -> None:
+            """Log batch ``b`` in one write: the generated ``rows`` and, in plan order, its skipped rows."""
+            by_row = dict(zip(rows, zip(completions, controls, strict=True), strict=True))
+            ok = [(r, c) for r, (c, _) in by_row.items() if c.finish_reason != "blocked"]
+            splits = {r: fmt.split(c.text, prompt_texts[r.prompt_index]) for r, c in ok}
+            parts = [t for s in splits.values() for t in (s.thinking or "", s.answer or "")]
+            counts = iter(backend.count_tokens(parts))
             records = []
-            for r, c, s, ctl in zip(rows, completions, splits, controls, strict=True):
+            for r in plan[b]:
                 p = prompts[r.prompt_index]
+                if r not in by_row:
+                    records.append(_unanswered(b, r, p, prompt_texts[r.prompt_index], n_prompt_tokens[r.prompt_index],
+                                               "skipped", skipped[r.prompt_index]))
+                    continue
+                c, ctl = by_row[r]
+                if c.finish_reason == "blocked":
+                    records.append(_unanswered(b, r, p, prompt_texts[r.prompt_index], n_prompt_tokens[r.prompt_index],
+                                               "blocked", c.text.strip()[:500] or "the provider blocked the request",
+                                               ctl))
+                    continue
+                s = splits[r]
                 n_think, n_ans = next(counts), next(counts)
                 sample = Sample(
                     prompt_id=p.id, sample_index=r.sample_index, prompt=p.prompt, category=p.category,
@@ -176,16 +244,25 @@ def _generate(config: EvalConfig, run: RunDir, prompts: list[Prompt], *, backend
         with _progress(progress) as bar:
             total = sum(len(b) for b in plan)
             task = bar.add_task("generating", total=total, completed=total - sum(len(plan[b]) for b in todo))
+            live = {b: [r for r in plan[b] if r.prompt_index not in skipped] for b in todo}
             if plain and not has_images and hasattr(backend, "generate_batches"):
                 # scale-out backends (Ray) take every batch at once; batches are logged as they finish
-                jobs = [(b, [prompt_texts[r.prompt_index] for r in plan[b]], params, batch_seed(config.seed, b))
-                        for b in todo]
+                jobs = [(b, [prompt_texts[r.prompt_index] for r in live[b]], params, batch_seed(config.seed, b))
+                        for b in todo if live[b]]
+                for b in todo:
+                    if not live[b]:  # every row of the batch is skipped: nothing to generate
+                        log_batch(b, [], [], [])
+                        bar.advance(task, len(plan[b]))
                 for b, completions in backend.generate_batches(jobs):
-                    log_batch(b, completions, [{} for _ in plan[b]])
+                    log_batch(b, live[b], completions, [{} for _ in live[b]])
                     bar.advance(task, len(plan[b]))
                 todo = []
             for b in todo:
-                rows = plan[b]
+                rows = live[b]
+                if not rows:  # every row of the batch is skipped: nothing to generate
+                    log_batch(b, [], [], [])
+                    bar.advance(task, len(plan[b]))
+                    continue
                 texts = [prompt_texts[r.prompt_index] for r in rows]
                 images = [prompts[r.prompt_index].images for r in rows]
                 every = list(range(len(rows)))
@@ -204,19 +281,31 @@ def _generate(config: EvalConfig, run: RunDir, prompts: list[Prompt], *, backend
                 elif config.thinking == "more":
                     more = more_think(backend, texts, params, batch_seed(config.seed, b), fmt=fmt, keys=keys,
                                       rounds=config.think_rounds, budget=config.think_budget,
-                                      rethink=config.rethink_strings, images=images)
+                                      rethink=config.rethink_strings, images=images,
+                                      budget_mode=config.morethink_budget)
                     completions = [m.completion for m in more]
-                    controls = [{"thinking": "more", "rounds": m.rounds, "thinking_tokens": m.thinking_tokens}
-                                for m in more]
+                    controls = [m.control() for m in more]  # the budgets each sample actually used
                 else:
                     completions = backend.generate(texts, params, batch_seed(config.seed, b),
                                                    **images_of(images, every))
-                log_batch(b, completions, controls)
-                bar.advance(task, len(rows))
+                log_batch(b, rows, completions, controls)
+                bar.advance(task, len(plan[b]))
         if defense is not None:
             defense.close()
-        logged = run.generations.read()
-    return logged
+    return run.generations.read()
+
+
+def _unanswered(b: int, r: Row, p: Prompt, prompt_text: str, n_prompt_tokens: int, status: str, reason: str,
+                control: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The log record of a sample with no response: skipped before generation, or blocked by the provider."""
+    sample = Sample(
+        prompt_id=p.id, sample_index=r.sample_index, prompt=p.prompt, category=p.category, label=p.label,
+        prompt_text=prompt_text, response="", thinking=None, answer=None, thinking_closed=False,
+        split_status="no_thinking", finish_reason="blocked" if status == "blocked" else None,
+        n_prompt_tokens=n_prompt_tokens, n_response_tokens=0, meta=p.meta, control=control or {},
+        images=list(p.images), status=status, status_reason=reason,  # type: ignore[arg-type]
+    )
+    return {"batch": b, "prompt_index": r.prompt_index, "sample": sample.model_dump(mode="json", exclude={"judgments"})}
 
 
 def effective_thinking(config: EvalConfig, defense: Defense | None) -> str:
@@ -235,89 +324,6 @@ def render(backend: Backend, config: EvalConfig, fmt: ReasoningFormat, prompt: s
     if defense is not None:
         text += defense.prefill(fmt, text)
     return text + (config.prefill or "")
-
-
-# -- judging ---------------------------------------------------------------------------------------
-
-def _judge(config: EvalConfig, run: RunDir, samples: list[Sample], *, progress: bool) -> None:
-    stored_ids: dict[str, str] = run.read_json("state/judges.json") or {}
-    logged = run.judgments.read()
-    have = {(r["judge"], r["prompt_id"], r["sample_index"], r["part"]) for r in logged}
-    for name in config.judges:
-        judge = build_judge(name, config.judge_options.get(name))
-        jid = identity_hash(judge)
-        if name in stored_ids and stored_ids[name] != jid:
-            raise RunDirError(
-                f"run dir {run.path} already has {name!r} verdicts made with other judge settings; "
-                "use a new --out directory (or the same judge options)"
-            )
-        stored_ids[name] = jid
-        run.write_json("state/judges.json", stored_ids)
-        todo = [
-            (s, part, text)
-            for s in samples
-            for part in config.parts
-            if (text := s.part_text(part)) is not None and (name, s.prompt_id, s.sample_index, part) not in have
-        ]
-        if not todo:
-            continue
-        try:
-            with _progress(progress) as bar:
-                task = bar.add_task(f"judging: {name}", total=len(todo))
-                for i in range(0, len(todo), config.judge_batch_size):
-                    chunk = todo[i:i + config.judge_batch_size]
-                    verdicts = judge.judge([judge_item(s, text) for s, _, text in chunk])
-                    if len(verdicts) != len(chunk):
-                        raise RuntimeError(f"judge {name} returned {len(verdicts)} verdicts for {len(chunk)} items")
-                    run.judgments.append(
-                        {"judge": name, "prompt_id": s.prompt_id, "sample_index": s.sample_index, "part": part,
-                         "verdict": v.model_dump(mode="json")}
-                        for (s, part, _), v in zip(chunk, verdicts, strict=True)
-                    )
-                    bar.advance(task, len(chunk))
-        finally:
-            close_judge(judge)
-
-
-def judge_item(sample: Sample, text: str) -> JudgeItem:
-    context = sample.meta.get("ContextString") or None
-    behavior = sample.meta.get("Behavior") or None
-    gold = sample.meta.get("gold")
-    return JudgeItem(prompt=sample.prompt, text=text, behavior=behavior, context=context,
-                     reference=None if gold is None else str(gold))
-
-
-def _attach_judgments(run: RunDir, samples: list[Sample], parts: Sequence[str]) -> None:
-    index = {(s.prompt_id, s.sample_index): s for s in samples}
-    for r in run.judgments.read():
-        s = index.get((r["prompt_id"], r["sample_index"]))
-        if s is None or r["part"] not in parts:
-            continue
-        # first verdict wins: a chunk re-judged after a crash never duplicates a record
-        s.judgments.setdefault(r["judge"], {}).setdefault(r["part"], Verdict(**r["verdict"]))
-
-
-def _load_samples(run: RunDir) -> list[Sample]:
-    """Samples in benchmark order (prompt, then sample index), whatever order they were generated in."""
-    logged = sorted(run.generations.read(), key=lambda r: (r["prompt_index"], r["sample"]["sample_index"]))
-    return [Sample(**r["sample"]) for r in logged]
-
-
-def _finish(config: EvalConfig, run: RunDir, samples: list[Sample], manifest: dict[str, Any]) -> EvalResult:
-    _attach_judgments(run, samples, config.parts)
-    metrics = compute_metrics(samples, n_bootstrap=config.n_bootstrap, seed=config.seed,
-                              confidence=config.confidence)
-    from safereason.rundir import atomic_write_text
-
-    atomic_write_text(run.path / "samples.jsonl",
-                      "".join(s.model_dump_json(exclude={"judgments": {"__all__": {"__all__": {"raw"}}}}) + "\n"
-                              for s in samples))
-    run.write_json("metrics.json", metrics)
-    manifest["finished_at"] = _now()
-    manifest["n_samples"] = len(samples)
-    run.write_json("manifest.json", manifest)
-    write_summary(run.path / "summary.md", config, manifest, metrics)
-    return EvalResult(run_dir=run.path, samples=samples, metrics=metrics)
 
 
 # -- public API ------------------------------------------------------------------------------------
@@ -348,15 +354,30 @@ def evaluate(config: EvalConfig | dict[str, Any] | None = None, *, backend: Back
     if not bench.prompts:
         raise ConfigError(f"benchmark {config.benchmark!r} has no prompts")
     config = with_refusal_judge(config, bench.prompts)
+    check_prompt_texts(bench.prompts)
+    preflight_judges(config)  # a bad judge option fails now, not after the whole generation
 
     run = RunDir(out)
     run.create()
-    run.check_identity({
+    with run.lock("eval"):  # one writer per run dir: a second eval/judge/metrics on it fails at once
+        return _evaluate_locked(config, run, bench, backend=backend, progress=progress, started=started)
+
+
+def _evaluate_locked(config: EvalConfig, run: RunDir, bench: LoadedBenchmark, *, backend: BackendArg,
+                     progress: bool, started: float) -> EvalResult:
+    """The rest of :func:`evaluate`, under the run dir's lock. Nothing of this start is written until the
+    backend, template and prompt lengths have passed their checks."""
+    from safereason.config import normalize_identity
+
+    identity = {
         "generation_hash": config.generation_hash(),
         "generation": config.generation_identity(),
         "dataset_sha256": bench.sha256,
         "n_prompts": len(bench.prompts),
-    })
+    }
+    run.check_identity(identity, record=False, normalize=normalize_identity)  # before loading a model
+    prep = _prepare(config, run, bench.prompts, backend=backend)
+    run.check_identity(identity, normalize=normalize_identity)
     from safereason.rundir import atomic_write_text
 
     atomic_write_text(run.path / "config.yaml", config.to_yaml())
@@ -370,13 +391,22 @@ def evaluate(config: EvalConfig | dict[str, Any] | None = None, *, backend: Back
         "dataset": {"name": bench.name, "source": bench.source, "sha256": bench.sha256,
                     "n_prompts": len(bench.prompts)},
     })
+    manifest.pop("finished_at", None)  # set again by _finish: until then the run's outputs are not current
+    manifest["preset"] = preset_record(config.model, config.preset, config.model_dump())
     run.write_json("manifest.json", manifest)
+    if config.thinking == "more" and (short := shortfalls(config.morethink_budget, config.max_new_tokens,
+                                                          config.think_budget, config.think_rounds)):
+        console.print("[yellow]warning:[/yellow] MoreThink runs short of SafeChain's procedure (10 rounds, "
+                      f"10000 thinking tokens, 6000 answer tokens): {'; '.join(short)}", highlight=False)
 
-    _generate(config, run, bench.prompts, backend=backend, progress=progress)
+    _generate(config, run, bench.prompts, prep, progress=progress)
     model_info = run.read_json("state/model.json")
     if model_info:
         manifest["model"] = model_info
     samples = _load_samples(run)
+    manifest.update(status_counts(samples))  # samples skipped (too long) or blocked: left out of the metrics
+    if (used := morethink_stats(s.control for s in samples)) is not None:
+        manifest["morethink"] = used  # the budgets actually used, for the reports
     _judge(config, run, samples, progress=progress)
     manifest["wall_seconds_last_invocation"] = round(time.time() - started, 3)
     return _finish(config, run, samples, manifest)
@@ -384,8 +414,8 @@ def evaluate(config: EvalConfig | dict[str, Any] | None = None, *, backend: Back
 
 def with_refusal_judge(config: EvalConfig, prompts: Sequence[Prompt]) -> EvalConfig:
     """Add ``refusal-string`` when the prompts include benign ones and no configured judge judges refusal,
-    and ``exact-match`` when they carry reference answers: over-refusal and utility are then reported next
-    to safety without the user asking."""
+    ``math-verify`` when they carry reference answers and ``code-exec`` when they carry unit tests (HumanEval):
+    over-refusal and utility are then reported next to safety without the user asking."""
     from safereason.judges import JUDGES
 
     judges = list(config.judges)
@@ -393,45 +423,7 @@ def with_refusal_judge(config: EvalConfig, prompts: Sequence[Prompt]) -> EvalCon
     if any(p.label == "benign" for p in prompts) and "refused" not in outputs:
         judges.append("refusal-string")
     if any("gold" in p.meta for p in prompts) and "correct" not in outputs:
-        judges.append("exact-match")  # a utility set: accuracy next to safety
+        judges.append("math-verify")  # a utility set: accuracy next to safety
+    if any("entry_point" in p.meta and "test" in p.meta for p in prompts) and "correct" not in outputs:
+        judges.append("code-exec")  # code: run against its tests in the sandbox
     return config if judges == config.judges else config.model_copy(update={"judges": judges})
-
-
-def _open_existing(run_dir: str | Path) -> tuple[RunDir, EvalConfig, dict[str, Any]]:
-    run = RunDir(run_dir)
-    if not run.exists():
-        raise RunDirError(f"{run_dir} is not a safereason run dir (no state/identity.json)")
-    from safereason.config import load_config_file
-
-    config = load_config_file(run.path / "config.yaml")
-    manifest = run.read_json("manifest.json") or {}
-    return run, config, manifest
-
-
-def judge_run(run_dir: str | Path, judges: Sequence[str], *, parts: Sequence[str] | None = None,
-              judge_options: dict[str, dict[str, Any]] | None = None, progress: bool = True) -> EvalResult:
-    """Add judgments to an existing run without regenerating."""
-    run, config, manifest = _open_existing(run_dir)
-    new_judges = list(dict.fromkeys([*config.judges, *judges]))
-    options = {**config.judge_options, **(judge_options or {})}
-    new_parts = list(dict.fromkeys([*config.parts, *(parts or [])]))
-    config = make_config(**{**config.model_dump(), "judges": new_judges, "judge_options": options,
-                            "parts": new_parts})
-    samples = _load_samples(run)
-    if not samples:
-        raise RunDirError(f"{run_dir} has no generated samples yet; run `safereason eval` first")
-    from safereason.rundir import atomic_write_text
-
-    atomic_write_text(run.path / "config.yaml", config.to_yaml())
-    sub = config.model_copy(update={"judges": list(judges)})
-    _judge(sub, run, samples, progress=progress)
-    return _finish(config, run, samples, manifest)
-
-
-def metrics_run(run_dir: str | Path, *, n_bootstrap: int | None = None) -> EvalResult:
-    """Recompute metrics (and the summary) from the records of a run."""
-    run, config, manifest = _open_existing(run_dir)
-    if n_bootstrap is not None:
-        config = config.model_copy(update={"n_bootstrap": n_bootstrap})
-    samples = _load_samples(run)
-    return _finish(config, run, samples, manifest)

@@ -58,7 +58,51 @@ DEFENSES: Registry[Callable[..., Defense]] = Registry("defense")
 
 def build_defense(name: str, options: dict[str, Any] | None = None) -> Defense:
     factory = DEFENSES.get(name)
+    check_options(f"bad options for defense {name!r}:", factory, options or {})
     try:
         return factory(**(options or {}))
     except TypeError as e:
         raise ConfigError(f"bad options for defense {name!r}: {e}") from None
+
+
+_KINDS: dict[Any, tuple[type, ...]] = {int: (int,), float: (int, float), str: (str,), bool: (bool,)}
+_KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def check_options(prefix: str, factory: Callable[..., Any], options: dict[str, Any]) -> None:
+    """Unknown option names (with suggestions) and values of the wrong kind for the factory's annotated
+    int / float / str / bool parameters, as one clear line: ``--defense-opt max_steps=abc`` names the option
+    and the kind it needs instead of failing later inside a comparison."""
+    import inspect
+    import math
+    import types
+    import typing
+
+    from safereason.errors import suggest
+
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    try:
+        params = inspect.signature(target).parameters
+        hints = typing.get_type_hints(target)
+    except (TypeError, ValueError, NameError):
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    known = [n for n, p in params.items() if n != "self" and p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    for key, value in options.items():
+        if key not in known:
+            raise ConfigError(f"{prefix} no option {key!r}.{suggest(key, known)} Options: {', '.join(known)}")
+        hint = hints.get(key)
+        args = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union \
+            else (hint,)
+        kinds = [a for a in args if a in _KINDS]
+        if not kinds or len(kinds) != len([a for a in args if a is not type(None)]):
+            continue  # not a plain scalar option: the factory checks it
+        if value is None and type(None) in args:
+            continue
+        ok = any(isinstance(value, _KINDS[k]) and (k is bool or not isinstance(value, bool)) for k in kinds)
+        if ok and isinstance(value, float) and not math.isfinite(value):
+            ok = False
+        if not ok:
+            need = " or ".join(_KIND_NAMES[k] for k in kinds) + (" or null" if type(None) in args else "")
+            raise ConfigError(f"{prefix} option {key} must be {need}, got {value!r}")

@@ -6,7 +6,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-FinishReason = Literal["stop", "length"]
+#: "blocked": the provider refused to serve the request (a backend option says to record it); the runner
+#: records such a sample with status blocked, never as a response, refusal or verdict
+FinishReason = Literal["stop", "length", "blocked"]
 
 
 @dataclass(frozen=True)

@@ -28,13 +28,24 @@ log = logging.getLogger(__name__)
 
 
 def _pick_device(device: str) -> str:
+    """``auto`` -> cuda when there is a GPU, else cpu; an asked-for device this torch cannot use is an error
+    here, before any weights are read (not a traceback from deep inside ``model.to``)."""
     import torch
 
-    if device != "auto":
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    return "cpu"
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else "a CUDA build, but no GPU is visible"
+            raise ModelLoadError(f"device {device!r} asked for, but torch {torch.__version__} is {build}; "
+                                 "use --device cpu (or auto)")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ModelLoadError(f"device {device!r} asked for, but only {torch.cuda.device_count()} GPU(s) are "
+                                 "visible")
+    elif device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ModelLoadError("device 'mps' asked for, but this torch has no MPS (Apple GPU) support; use cpu")
+    return device
 
 
 def _pick_dtype(dtype: str, device: str) -> Any:

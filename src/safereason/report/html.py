@@ -23,6 +23,7 @@ import yaml
 
 from safereason.errors import SafereasonError, suggest
 from safereason.metrics import METRIC_NAMES
+from safereason.reasoning.morethink import morethink_line
 from safereason.report import plots
 from safereason.report.summary import LABELS, fmt_metric, fmt_refusal
 from safereason.rundir import atomic_write_text
@@ -34,7 +35,7 @@ _NOT_IN_LABEL = {"out", "data_dir", "device", "batch_size", "judge_batch_size", 
 _LABEL_ORDER = ("model", "benchmark", "thinking", "think_prefill", "enable_thinking", "prefill", "reasoning_format",
                 "temperature", "top_p", "top_k", "k", "max_new_tokens", "seed")
 _THINKING_KEYS = {"thinking", "think_prefill", "enable_thinking", "prefill", "reasoning_format", "think_budget",
-                  "think_rounds", "less_think_text", "rethink_strings", "system_prompt"}
+                  "think_rounds", "less_think_text", "rethink_strings", "system_prompt", "morethink_budget"}
 #: numeric keys a sweep plot is drawn for when runs differ in them
 _SWEEP_KEYS = ("temperature", "top_p", "top_k", "max_new_tokens", "think_budget")
 _PART_ORDER = ("thinking", "answer", "full")
@@ -50,6 +51,7 @@ class Run:
     metrics: dict[str, Any]
     samples: list[dict[str, Any]]
     label: str = ""
+    partial: str | None = None  # why the run's metrics describe only part of it (shown as PARTIAL)
 
 
 @dataclass
@@ -64,8 +66,21 @@ class Plot:
 # -- loading ---------------------------------------------------------------------------------------------------
 
 
-def load_run(path: Path) -> Run:
-    """Read a run dir, naming what is missing in one line when it is not a finished run dir."""
+def run_partial(manifest: dict[str, Any]) -> str | None:
+    """Why a run's metrics are partial: computed with ``--allow-partial``, or a command writing it did not finish
+    (``finished_at`` is cleared while eval or judge runs); None for a finished, complete run."""
+    partial = manifest.get("partial")
+    if isinstance(partial, dict):
+        return (f"{partial.get('missing_samples', '?')} of {partial.get('expected_samples', '?')} samples and "
+                f"{partial.get('missing_judgments', '?')} judgments missing")
+    if manifest.get("started_at") and not manifest.get("finished_at"):
+        return "unfinished: an eval or judge command on it was interrupted (or is running)"
+    return None
+
+
+def load_run(path: Path, *, allow_partial: bool = False) -> Run:
+    """Read a run dir, naming what is missing in one line when it is not a finished run dir; a partial or
+    unfinished run is refused unless ``allow_partial``."""
     path = Path(path)
     if not path.is_dir():
         raise SafereasonError(f"{path} is not a directory; give run dirs written by `safereason eval`")
@@ -95,8 +110,12 @@ def load_run(path: Path) -> Run:
         raise SafereasonError(f"{path / 'samples.jsonl'} line {lineno} is not valid JSON") from None
     except OSError as e:
         raise SafereasonError(f"cannot read {path / 'samples.jsonl'}: {e.strerror}") from None
-    return Run(path=path, config=config, manifest=manifest if isinstance(manifest, dict) else {},
-               metrics=metrics, samples=samples)
+    manifest = manifest if isinstance(manifest, dict) else {}
+    partial = run_partial(manifest)
+    if partial and not allow_partial:
+        raise SafereasonError(f"{path} is incomplete ({partial}); re-run the command that made it to resume, "
+                              "or pass --allow-partial to report it marked PARTIAL")
+    return Run(path=path, config=config, manifest=manifest, metrics=metrics, samples=samples, partial=partial)
 
 
 # -- labels and run comparison --------------------------------------------------------------------------------
@@ -293,8 +312,9 @@ def _utility_html(runs: Sequence[Run]) -> str:
                      f"<td class=num>{r['accuracy']:.3f}{ci}</td><td class=num>{delta}</td>"
                      f"<td class=num>{r['n_prompts']}</td></tr>")
     body = "".join(cells)
-    return ("<h2 id=\"utility\">Utility</h2><p class=\"note\">Accuracy@1 by exact match on prompts with reference "
-            "answers; delta is against the run without a defense.</p><table><thead><tr><th>run</th><th>judge</th>"
+    return ("<h2 id=\"utility\">Utility</h2><p class=\"note\">Accuracy@1 (mean over samples) by the "
+            "utility judge named in each row (math-verify, code-exec, exact-match); delta is against the run "
+            "without a defense.</p><table><thead><tr><th>run</th><th>judge</th>"
             f"<th>part</th><th>accuracy</th><th>delta</th><th>prompts</th></tr></thead><tbody>{body}</tbody></table>")
 
 
@@ -518,8 +538,10 @@ def header_rows(runs: Sequence[Run]) -> list[tuple[str, list[str]]]:
         modes = []
         for r in runs:
             mode = str(r.config.get("thinking", "default"))
-            if mode == "more":
-                mode += f" (budget {r.config.get('think_budget')}, rounds {r.config.get('think_rounds')})"
+            if mode == "more":  # the budgets the samples used; configured ones only for runs without that record
+                used = r.manifest.get("morethink")
+                mode = morethink_line(used) if used else (
+                    f"more (configured budget {r.config.get('think_budget')}, rounds {r.config.get('think_rounds')})")
             modes.append(mode)
         rows.append(("thinking control", modes))
     for key, name in (("enable_thinking", "enable thinking"), ("prefill", "prefill"),
@@ -536,6 +558,11 @@ def header_rows(runs: Sequence[Run]) -> list[tuple[str, list[str]]]:
                       for r in runs]),
         ("finished", [str(r.manifest.get("finished_at", "?")) for r in runs]),
     ]
+    if any(r.partial for r in runs):
+        rows.append(("status", [f"PARTIAL: {r.partial}" if r.partial else "complete" for r in runs]))
+    if any(r.manifest.get("n_skipped") or r.manifest.get("n_blocked") for r in runs):
+        rows.append(("left out of the metrics", [f"{r.manifest.get('n_skipped', 0)} skipped (prompt too long), "
+                                                 f"{r.manifest.get('n_blocked', 0)} blocked" for r in runs]))
     return rows
 
 
@@ -707,7 +734,8 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def build_report(run_dirs: list[Path], out: Path, *, judge: str | None = None, max_samples: int = 20) -> Path:
+def build_report(run_dirs: list[Path], out: Path, *, judge: str | None = None, max_samples: int = 20,
+                 allow_partial: bool = False) -> Path:
     """Write ``out`` (self-contained HTML), ``out``'s stem ``.md`` and its ``<stem>_plots/`` PNGs; return ``out``."""
     out = Path(out)
     if not run_dirs:
@@ -716,9 +744,9 @@ def build_report(run_dirs: list[Path], out: Path, *, judge: str | None = None, m
         raise SafereasonError(f"--out {out} must end in .html (a Markdown copy is written next to it as .md)")
     if max_samples < 0:
         raise SafereasonError(f"--max-samples must be >= 0, got {max_samples}")
-    runs = [load_run(Path(d)) for d in run_dirs]
+    runs = [load_run(Path(d), allow_partial=allow_partial) for d in run_dirs]
     for r, label in zip(runs, run_labels(runs), strict=True):
-        r.label = label
+        r.label = f"{label} [PARTIAL]" if r.partial else label
     primary = pick_judge(runs, judge)
     figures = make_plots(runs, primary)
 

@@ -94,16 +94,27 @@ def extra_tables(metrics: dict[str, Any]) -> list[Table]:
 
 def summary_markdown(config: EvalConfig, manifest: dict[str, Any], metrics: dict[str, Any]) -> str:
     ds = manifest.get("dataset", {})
+    partial = manifest.get("partial")
     lines = [
-        f"# safereason run: {config.model} on {config.benchmark}",
+        f"# safereason run: {config.model} on {config.benchmark}" + (" (PARTIAL)" if partial else ""),
         "",
+        *([f"**PARTIAL**: computed with --allow-partial from an incomplete run: {partial['missing_samples']} of "
+           f"{partial['expected_samples']} samples and {partial['missing_judgments']} judgments are missing. "
+           "Re-run the eval command to resume.", ""] if partial else []),
         f"- prompts: {ds.get('n_prompts')} (dataset sha256 `{str(ds.get('sha256', ''))[:12]}`), "
         f"K = {config.k}, samples: {manifest.get('n_samples')}",
         f"- sampling: temperature {config.temperature}, top-p {config.top_p}, top-k {config.top_k}, "
         f"max new tokens {config.max_new_tokens}, seed {config.seed}",
         f"- reasoning format: `{config.reasoning_format}`"
         + (f", think prefill `{config.think_prefill!r}`" if config.think_prefill else ""),
+        *_control_lines(config, manifest),
         f"- judges: {', '.join(config.judges)}; parts: {', '.join(config.parts)}",
+        *(["- judge errors (left out of the metrics; a re-run of eval or judge retries them): "
+           + ", ".join(f"{j} x {p}: {n}" for j, ps in manifest["judge_errors"].items() for p, n in ps.items())]
+          if manifest.get("judge_errors") else []),
+        *([f"- left out of the metrics: {manifest.get('n_skipped', 0)} samples skipped (prompt longer than the "
+           f"model's context, on_long_prompt: skip), {manifest.get('n_blocked', 0)} blocked by the provider"]
+          if manifest.get("n_skipped") or manifest.get("n_blocked") else []),
         "",
         f"Safety metrics over non-benign prompts, with {config.confidence:.0%} bootstrap CIs over prompts "
         f"({config.n_bootstrap} resamples). ConsSafe@K counts a tie as safe.",
@@ -143,6 +154,24 @@ def summary_markdown(config: EvalConfig, manifest: dict[str, Any], metrics: dict
             mt = e.get("mean_tokens", {})
             lines += ["", f"Mean tokens of safe samples: {mt.get('safe')}; of unsafe samples: {mt.get('unsafe')}."]
     return "\n".join(lines) + "\n"
+
+
+def _control_lines(config: EvalConfig, manifest: dict[str, Any]) -> list[str]:
+    """The model preset and, for MoreThink, the budgets the samples actually used (not the configured ones)."""
+    from safereason.reasoning.controls import morethink_line
+
+    lines = []
+    preset = manifest.get("preset")
+    if preset:
+        over = preset.get("overridden") or []
+        lines.append(f"- model preset: `{preset.get('model')}` (SafeChain's settings)"
+                     + (f", overridden: {', '.join(over)}" if over else ""))
+    if manifest.get("morethink"):
+        lines.append(f"- {morethink_line(manifest['morethink'])}")
+    elif config.thinking == "more":
+        lines.append(f"- MoreThink: configured think budget {config.think_budget}, rounds {config.think_rounds} "
+                     "(no per-sample record)")
+    return lines
 
 
 def write_summary(path: Path, config: EvalConfig, manifest: dict[str, Any], metrics: dict[str, Any]) -> None:

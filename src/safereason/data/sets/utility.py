@@ -1,5 +1,5 @@
 """Utility sets, to measure what safety costs in reasoning: benign problems with reference answers, checked by
-the ``exact-match`` judge against ``meta["gold"]``.
+the ``math-verify`` judge (or ``exact-match``) against ``meta["gold"]``.
 
 * ``math500``: the 500-problem MATH test subset of "Let's Verify Step by Step" (Lightman et al., 2023).
 * ``gsm8k``: the 1319 GSM8K test problems (Cobbe et al., 2021); the reference is the number after ``####``.
@@ -25,7 +25,7 @@ GSM8K_SHA256 = "3730d312f6e3440559ace48831e51066acaca737f6eabec99bccb9e4b3c39d14
 
 
 def parse_math500(t: Table) -> list[Prompt]:
-    """MATH-500: benign utility prompts; the reference answer goes to ``meta["gold"]`` for exact-match."""
+    """MATH-500: benign utility prompts; the reference answer goes to ``meta["gold"]`` for math-verify."""
     _require(t, "problem", "answer", "unique_id")
     return _check([
         Prompt(id=f"math500-{r['unique_id'].removeprefix('test/').removesuffix('.json').replace('/', '-')}",
