@@ -141,9 +141,7 @@ class EvalConfig(BaseModel):
     @field_validator("dtype")
     @classmethod
     def _dtype_name(cls, v: str) -> str:
-        if v not in DTYPES:
-            raise ValueError(f"unknown dtype {v!r}: use {', '.join(DTYPES)}")
-        return v
+        return check_dtype(v)
 
     @field_validator("system_prompt", "think_prefill", "prefill", "less_think_text", "chat_template", "stop",
                      "rethink_strings", "model", "benchmark")
@@ -290,13 +288,8 @@ def make_config(**values: Any) -> EvalConfig:
         raise ConfigError(format_validation_error(e)) from None
 
 
-#: keys a run dir's config.yaml may predate, with the value its records were made with
-LEGACY_RUN_KEYS: dict[str, Any] = {"morethink_budget": "shared"}
-
-
-def load_config_file(path: str | Path, *, stored: bool = False, **overrides: Any) -> EvalConfig:
-    """Read a YAML config (snake_case keys, the same as the CLI flags); ``overrides`` win. ``stored``: a run
-    dir's own config.yaml, whose missing keys take :data:`LEGACY_RUN_KEYS` values."""
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """A YAML file holding a mapping (a config file), or one clear ConfigError saying what is wrong with it."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -308,6 +301,24 @@ def load_config_file(path: str | Path, *, stored: bool = False, **overrides: Any
         raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must be a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def check_dtype(v: str) -> str:
+    """A dtype name from :data:`DTYPES` (a pydantic validator body shared by the eval and training configs)."""
+    if v not in DTYPES:
+        raise ValueError(f"unknown dtype {v!r}: use {', '.join(DTYPES)}")
+    return v
+
+
+#: keys a run dir's config.yaml may predate, with the value its records were made with
+LEGACY_RUN_KEYS: dict[str, Any] = {"morethink_budget": "shared"}
+
+
+def load_config_file(path: str | Path, *, stored: bool = False, **overrides: Any) -> EvalConfig:
+    """Read a YAML config (snake_case keys, the same as the CLI flags); ``overrides`` win. ``stored``: a run
+    dir's own config.yaml, whose missing keys take :data:`LEGACY_RUN_KEYS` values."""
+    data = read_yaml_mapping(path)
     if stored:
         data = {**LEGACY_RUN_KEYS, **data}
     data.update({k: v for k, v in overrides.items() if v is not None})

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from safereason.config import DTYPES, format_validation_error
+from safereason.config import check_dtype, format_validation_error, read_yaml_mapping
 from safereason.errors import ConfigError, RunDirError, SafereasonError
 
 #: SFTConfig fields that our own keys (or the run directory layout) set; a ``trl:`` entry may not set them too
@@ -96,9 +96,7 @@ class SFTRunConfig(BaseModel):
     @field_validator("dtype")
     @classmethod
     def _dtype(cls, v: str) -> str:
-        if v not in DTYPES:
-            raise ValueError(f"unknown dtype {v!r}: use {', '.join(DTYPES)}")
-        return v
+        return check_dtype(v)
 
     @field_validator("trl")
     @classmethod
@@ -153,20 +151,7 @@ def make_sft_config(**values: Any) -> SFTRunConfig:
 
 def load_sft_config(path: str | Path | None, **overrides: Any) -> SFTRunConfig:
     """A YAML config (the same snake_case keys as the flags) with ``overrides`` (flags, None = unset) on top."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except OSError as e:
-            raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"config file {path} is not UTF-8 text") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must be a mapping of keys to values, got {type(loaded).__name__}")
-        data = loaded
+    data: dict[str, Any] = read_yaml_mapping(path) if path is not None else {}
     data.update({k: v for k, v in overrides.items() if v is not None})
     return make_sft_config(**data)
 
