@@ -43,7 +43,7 @@ def _cli(*args, env):
                           timeout=600)
 
 
-def test_guard_judge_in_eval_judge_and_agreement(guard_dir, tiny_model_dir, tmp_path, cli_env):
+def test_guard_judge_in_eval_judge_and_agreement(guard_dir, tiny_model_dir, tmp_path, cli_env, shared_data):
     run = tmp_path / "run"
     proc = _cli("eval", "--model", str(tiny_model_dir), "--benchmark", "smoke", "--limit", "3", "--k", "2",
                 "--max-new-tokens", "6", "--think-prefill", "<think>\n", "--judge", "rs-match,llama-guard",
@@ -74,7 +74,7 @@ def test_guard_judge_in_eval_judge_and_agreement(guard_dir, tiny_model_dir, tmp_
     assert all(0.0 <= r["score"] <= 1.0 for r in rows)
 
 
-def test_missing_local_guard_model_is_one_line_error(tiny_model_dir, tmp_path, cli_env):
+def test_missing_local_guard_model_is_one_line_error(tiny_model_dir, tmp_path, cli_env, shared_data):
     proc = _cli("judge-agreement", "--judge", "llama-guard-3-1b", "--dataset", "harmbench-val", "--limit", "2",
                 "--no-progress", env={**cli_env, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
