@@ -2,63 +2,29 @@
 
 from __future__ import annotations
 
-import logging
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
+from safereason.commands.common import (
+    _judge_options,
+    _quiet_libraries,
+    _split,
+    err_console,
+    out_console,
+    read_template,
+)
 from safereason.commands.compare import app as compare_app
 from safereason.commands.data import app as data_app
+from safereason.commands.serve import app as serve_app
+from safereason.commands.steer import app as steer_app
 from safereason.commands.train import app as train_app
 from safereason.errors import SafereasonError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Measure and improve the safety of large reasoning models.")
-# piped output (CI logs, `| tee`) would otherwise be cut to 80 columns and squash the metrics table
-out_console = Console(width=None if sys.stdout.isatty() else 132)
-err_console = Console(stderr=True)
-
-
-def _split(v: str | None) -> list[str] | None:
-    return [x.strip() for x in v.split(",") if x.strip()] if v else None
-
-
-def _judge_options(pairs: list[str] | None, default_judge: str | None = None) -> dict[str, dict[str, Any]] | None:
-    """``NAME.KEY=VALUE`` (or ``KEY=VALUE`` for ``default_judge``) -> {NAME: {KEY: VALUE}}; values are YAML."""
-    import yaml
-
-    if not pairs:
-        return None
-    out: dict[str, dict[str, Any]] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        name, dot, opt = key.rpartition(".") if default_judge is None else ("", "", key)
-        if not sep or not opt or (default_judge is None and not dot):
-            form = "KEY=VALUE" if default_judge else "JUDGE.KEY=VALUE"
-            raise SafereasonError(f"--judge-opt {pair!r}: expected {form}, e.g. "
-                                  f"{'' if default_judge else 'llama-guard-3-1b.'}model=/models/llama-guard-3-1b")
-        try:
-            parsed = yaml.safe_load(value) if value else ""
-        except yaml.YAMLError:
-            parsed = value
-        out.setdefault(name or default_judge or "", {})[opt] = parsed
-    return out
-
-
-def _quiet_libraries() -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    logging.getLogger("transformers").setLevel(logging.ERROR)
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
 
 
 def _show(result: Any, title: str, max_judge_errors: int | None = None) -> None:
@@ -148,12 +114,7 @@ def eval_cmd(
     from safereason.config import load_config_file, make_config
     from safereason.runner import evaluate
 
-    template_text = None
-    if chat_template is not None:
-        try:
-            template_text = chat_template.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise SafereasonError(f"cannot read chat template {chat_template}: {e}") from None
+    template_text = read_template(chat_template)
     values: dict[str, Any] = {
         "model": model, "benchmark": benchmark, "limit": limit, "k": k, "temperature": temperature,
         "top_p": top_p, "top_k": top_k, "max_new_tokens": max_new_tokens, "stop": stop or None, "seed": seed,
@@ -347,174 +308,6 @@ def report_cmd(
     out_console.print(f"report: [bold]{path}[/bold]  (and {path.with_suffix('.md')})")
 
 
-@app.command("steer-search")
-def steer_search_cmd(
-    candidates: Annotated[Path, typer.Option(help="prefixes: text file (one per line, # comments) or YAML/JSON list")],
-    model: Annotated[str, typer.Option(help="alias (smollm2-135m), local path or hub id[@revision]")]
-    = "smollm2-135m",
-    benchmark: Annotated[str, typer.Option(help="harmful prompts: name or file (prompts labelled benign are dropped)")]
-    = "smoke",
-    benign: Annotated[str, typer.Option(help="benign prompts: name or file (those labelled benign, else all)")]
-    = "smoke",
-    limit: Annotated[int | None, typer.Option(help="first N harmful prompts")] = None,
-    benign_limit: Annotated[int | None, typer.Option(help="first M benign prompts")] = None,
-    rollouts: Annotated[int, typer.Option(min=1, help="sampled rollouts per harmful prompt and prefix")] = 4,
-    horizon: Annotated[int, typer.Option(min=1, help="tokens per rollout / benign continuation")] = 64,
-    temperature: Annotated[float, typer.Option(min=0.0, help="rollout sampling temperature")] = 0.7,
-    top_p: Annotated[float, typer.Option()] = 0.95,
-    benign_temperature: Annotated[float, typer.Option(min=0.0, help="benign continuations; 0 = greedy")] = 0.0,
-    lam: Annotated[float, typer.Option(min=0.0, help="score = safety - lam * KL")] = 1.0,
-    seed: Annotated[int, typer.Option()] = 0,
-    judge: Annotated[str, typer.Option(help="safety judge of the rollouts (also SafeThink's scorer)")] = "rs-match",
-    judge_opt: Annotated[list[str] | None, typer.Option(help="KEY=VALUE option of --judge (repeatable)")] = None,
-    part: Annotated[str, typer.Option(help="judged: thinking (incl. prefix), full, generated (after prefix)")]
-    = "thinking",
-    reasoning_format: Annotated[str, typer.Option(help="r1, qwen3, skyt1, none")] = "r1",
-    system_prompt: Annotated[str | None, typer.Option()] = None,
-    think_prefill: Annotated[str, typer.Option(help="opens the thinking block; '' if the template does")]
-    = "<think>\n",
-    chat_template: Annotated[Path | None, typer.Option(help="Jinja chat template file")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="rows (prompt x rollout) per generate call")] = 16,
-    n_bootstrap: Annotated[int, typer.Option(min=0)] = 1000,
-    data_dir: Annotated[Path | None, typer.Option(help="local benchmark data dir (env SAFEREASON_DATA)")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16, float16")] = "auto",
-    out: Annotated[Path | None, typer.Option(help="write steer_search.json, rollouts.jsonl, safethink.yaml here")]
-    = None,
-    no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
-) -> None:
-    """Pick SafeThink's steering prefix: rank candidates by short-horizon safety - lam * KL on benign prompts."""
-    from safereason.data import load_benchmark
-    from safereason.defenses.steer_search import read_candidates, result_table, split_sets, steer_search, write_outputs
-    from safereason.judges import build_judge, close_judge
-    from safereason.models import build_backend
-
-    prefixes = read_candidates(candidates)
-    template_text = None
-    if chat_template is not None:
-        try:
-            template_text = chat_template.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise SafereasonError(f"cannot read chat template {chat_template}: {e}") from None
-    opts = (_judge_options(judge_opt, default_judge=judge) or {}).get(judge)
-    harmful_set = load_benchmark(benchmark, data_dir=data_dir)
-    benign_set = harmful_set if benign == benchmark else load_benchmark(benign, data_dir=data_dir)
-    harmful_prompts, benign_prompts = split_sets(harmful_set.prompts, benign_set.prompts, harmful_name=benchmark,
-                                                 benign_name=benign, limit=limit, benign_limit=benign_limit)
-    _quiet_libraries()
-    scorer = build_judge(judge, opts)
-    backend = build_backend("transformers", model, device=device, dtype=dtype, chat_template=template_text)
-    err_console.print(f"[bold]steer-search[/bold]: {len(prefixes)} prefixes + baseline on {len(harmful_prompts)} "
-                      f"harmful x {rollouts} rollouts and {len(benign_prompts)} benign prompts, {horizon} tokens")
-    try:
-        result = steer_search(backend, harmful_prompts, benign_prompts, prefixes, scorer, rollouts=rollouts,
-                              horizon=horizon, lam=lam, temperature=temperature, top_p=top_p,
-                              benign_temperature=benign_temperature, seed=seed, system_prompt=system_prompt,
-                              think_prefill=think_prefill, fmt=reasoning_format, part=part,  # type: ignore[arg-type]
-                              batch_size=batch_size, n_bootstrap=n_bootstrap, progress=not no_progress)
-    finally:
-        close_judge(scorer)
-    result.settings.update(harmful_benchmark={"name": harmful_set.name, "sha256": harmful_set.sha256},
-                           benign_benchmark={"name": benign_set.name, "sha256": benign_set.sha256})
-    out_console.print(result_table(result, title=f"steer-search: {model}, judge {judge}, lam={lam:g} "
-                                   f"(N={len(harmful_prompts)}, R={rollouts}, M={len(benign_prompts)}, H={horizon})"))
-    best = result.best
-    if best is None:
-        out_console.print("no candidate was judged: every verdict was an error")
-    elif best.score is not None and result.baseline.score is not None and best.score <= result.baseline.score:
-        out_console.print(f"note: no candidate scores above the baseline ({result.baseline.score:.3f})")
-    if out is not None:
-        written = write_outputs(result, out, opts, model=model, benchmark=benchmark,
-                                data_dir=str(data_dir) if data_dir else None, chat_template=template_text,
-                                dtype=None if dtype == "auto" else dtype)
-        out_console.print(f"wrote: [bold]{', '.join(str(p) for p in written)}[/bold]")
-        if best is not None:
-            out_console.print(f"run it: safereason eval --config {out / 'safethink.yaml'}")
-
-
-@app.command("serve")
-def serve_cmd(
-    model: Annotated[str | None, typer.Option(help="alias (smollm2-135m), local path or hub id[@revision]")] = None,
-    config: Annotated[Path | None, typer.Option(help="YAML eval config for the model settings; flags override")]
-    = None,
-    backend: Annotated[str | None, typer.Option(help="transformers (default), vllm, openai")] = None,
-    backend_opt: Annotated[list[str] | None, typer.Option(help="KEY=VALUE backend option (repeatable)")] = None,
-    defense: Annotated[str | None, typer.Option(help="safethink (default), zerothink, lessthink, safepath, "
-                                                     "adashield, or none (unguarded)")] = None,
-    judge: Annotated[str | None, typer.Option(help="SafeThink's safety scorer: a guard model with a continuous "
-                                                   "score (llama-guard-3-1b, llama-guard-3-8b, llama-guard-4-12b, "
-                                                   "wildguard, harmbench-cls)")]
-    = None,
-    judge_opt: Annotated[list[str] | None, typer.Option(help="KEY=VALUE option of the scorer (repeatable)")] = None,
-    defense_opt: Annotated[list[str] | None, typer.Option(help="KEY=VALUE defense option (repeatable)")] = None,
-    on_unsafe: Annotated[str, typer.Option(help="refuse: an output still scored unsafe after the defense's "
-                                                "attempts gets finish_reason content_filter and a refusal; "
-                                                "return: return it (the paper's satisficing rule)")] = "refuse",
-    allow_binary_scorer: Annotated[bool, typer.Option(help="serve with a scorer that has no continuous score "
-                                                           "(rs-match: flags every benign request)")] = False,
-    reasoning_format: Annotated[str | None, typer.Option(help="r1, qwen3, skyt1, none")] = None,
-    think_prefill: Annotated[str | None,
-                             typer.Option(help="text appended after the template, e.g. '<think>\\n'")] = None,
-    system_prompt: Annotated[str | None, typer.Option(help="operator system prompt; clients' come after it")] = None,
-    temperature: Annotated[float | None, typer.Option(help="default when a request sets none")] = None,
-    top_p: Annotated[float | None, typer.Option(help="default when a request sets none")] = None,
-    max_new_tokens: Annotated[int | None, typer.Option(help="default max_tokens of a request")] = None,
-    max_tokens_limit: Annotated[int | None, typer.Option(help="largest max_tokens a request may ask for "
-                                                              "(default: max(max_new_tokens, 4096))")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = None,
-    dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16, float16")] = None,
-    host: Annotated[str, typer.Option(help="address to bind; anything but loopback needs --api-key-env set")]
-    = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
-    api_key_env: Annotated[str, typer.Option(help="environment variable holding the API key clients must send")]
-    = "SAFEREASON_API_KEY",
-    max_concurrency: Annotated[int, typer.Option(min=1, help="requests running or queued at once; more get 429")]
-    = 4,
-    served_model_name: Annotated[str | None, typer.Option(help="model id clients use (default: --model)")] = None,
-) -> None:
-    """Serve an OpenAI-compatible /v1/chat/completions endpoint that applies a defense to every request."""
-    from safereason.config import load_config_file, make_config
-    from safereason.serve import serve
-
-    base = load_config_file(config).model_dump() if config is not None else {}
-    name = defense or base.get("defense") or "safethink"  # guarded unless --defense none says otherwise
-    name = None if name == "none" else name
-    options = (_judge_options(defense_opt, default_judge="defense") or {}).get("defense", {})
-    if judge is not None or judge_opt:
-        if name != "safethink":
-            raise SafereasonError("--judge/--judge-opt set SafeThink's scorer; use them with --defense safethink")
-        if judge is not None:
-            options["scorer"] = judge
-        if judge_opt:
-            options["scorer_options"] = (_judge_options(judge_opt, default_judge="scorer") or {})["scorer"]
-    if name is None and options:
-        raise SafereasonError("--defense-opt given with --defense none")
-    if name is not None and name == base.get("defense"):
-        options = {**base.get("defense_options", {}), **options}
-    values: dict[str, Any] = {
-        "model": model, "backend": backend,
-        "backend_options": (_judge_options(backend_opt, default_judge="backend") or {}).get("backend"),
-        "reasoning_format": reasoning_format, "think_prefill": think_prefill, "system_prompt": system_prompt,
-        "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens, "device": device,
-        "dtype": dtype,
-    }
-    values = {key: v for key, v in values.items() if v is not None}
-    cfg = make_config(**{**base, **values, "defense": name, "defense_options": options})
-    _quiet_libraries()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-
-    def ready(server: Any) -> None:
-        err_console.print(f"[bold]safereason serve[/bold]: {cfg.model} with defense {cfg.defense or 'NONE'} at "
-                          f"{server.url}/v1 (auth: {'bearer key from $' + api_key_env if server.api_key else 'none'}"
-                          f", max {max_concurrency} concurrent); Ctrl-C to stop", highlight=False, soft_wrap=True)
-
-    if not serve(cfg, host=host, port=port, api_key_env=api_key_env, max_concurrency=max_concurrency,
-                 served_model_name=served_model_name, max_tokens_limit=max_tokens_limit, on_ready=ready,
-                 on_unsafe=on_unsafe, allow_binary_scorer=allow_binary_scorer):
-        sys.stderr.flush()
-        os._exit(1)  # a generation thread is still running: do not wait for it, nor let torch tear it down
-
-
 @app.command("list")
 def list_cmd() -> None:
     """List registered models, benchmarks, judges and reasoning formats."""
@@ -537,6 +330,8 @@ def list_cmd() -> None:
 app.add_typer(train_app, name="train")
 app.add_typer(data_app, name="data")
 app.add_typer(compare_app)
+app.add_typer(steer_app)
+app.add_typer(serve_app)
 
 
 def _interrupted() -> None:

@@ -29,7 +29,7 @@ def compare_cmd(
     """The SafeChain table: per model Safe@1/Safe@K/ConsSafe@K and utility accuracy, deltas with bootstrap CIs."""
     from rich.table import Table
 
-    from safereason.cli import _split, out_console
+    from safereason.commands.common import _split, out_console
     from safereason.compare import compare_runs, table_rows, to_markdown
     from safereason.rundir import atomic_write_text
 

@@ -55,17 +55,19 @@ def safechain_cmd(
     no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
 ) -> None:
     """SafeChain's recipe: the teacher answers each instruction K times; keep it iff all K are judged safe; pick one."""
-    from safereason.cli import _judge_options, _quiet_libraries, _split, err_console, out_console
+    from safereason.commands.common import (
+        _judge_options,
+        _quiet_libraries,
+        _split,
+        err_console,
+        out_console,
+        read_template,
+    )
     from safereason.data.safechain import STYLES, SafeChainRecipe, build_safechain, summarize
 
     if style not in STYLES:
         raise SafereasonError(f"--style must be {' or '.join(STYLES)}, not {style!r}")
-    template_text = None
-    if chat_template is not None:
-        try:
-            template_text = chat_template.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise SafereasonError(f"cannot read chat template {chat_template}: {e}") from None
+    template_text = read_template(chat_template)
     values: dict[str, Any] = {
         "model": teacher, "backend": backend, "k": k, "judges": _split(judge), "parts": _split(parts),
         "judge_options": _judge_options(judge_opt),

@@ -96,7 +96,7 @@ def sft_cmd(
     if print_config:
         typer.echo(cfg.to_yaml(), nl=False)
         return
-    from safereason.cli import _quiet_libraries
+    from safereason.commands.common import _quiet_libraries
     from safereason.train.sft import train_sft
 
     _quiet_libraries()
