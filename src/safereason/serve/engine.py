@@ -40,6 +40,7 @@ from safereason.reasoning import get_format
 from safereason.reasoning.controls import more_think
 from safereason.reasoning.formats import ReasoningFormat, Split
 from safereason.serve.schema import ApiError, ChatRequest, ServeError, _Message
+from safereason.validation import context_limit as model_context_limit
 
 log = logging.getLogger("safereason.serve")
 
@@ -151,12 +152,6 @@ class _Turns:
     user: str
 
 
-def _context_limit(backend: Backend) -> int | None:
-    cfg = getattr(getattr(backend, "model", None), "config", None)
-    limit = getattr(cfg, "max_position_embeddings", None)
-    return limit if isinstance(limit, int) and limit > 0 else None
-
-
 class GuardedModel:
     """One backend and one defense: turns a validated request into a ``chat.completion`` object."""
 
@@ -180,7 +175,7 @@ class GuardedModel:
         if self.max_tokens_limit < config.max_new_tokens:
             raise ServeError(f"max_tokens_limit {self.max_tokens_limit} is below the default max_new_tokens "
                              f"{config.max_new_tokens}")
-        self.context_limit = context_limit or _context_limit(backend)
+        self.context_limit = context_limit or model_context_limit(backend, config.backend_options)
         tokenizer = getattr(backend, "tokenizer", None)
         self.multi_turn = backend.name in LOCAL_TEMPLATE_BACKENDS and bool(getattr(tokenizer, "chat_template", None))
         self._render = render
