@@ -10,6 +10,8 @@ PY="${PYTHON:-python3}"
 .venv/bin/python -m pip install -q "torch==${SAFEREASON_TORCH_VERSION:-2.13.0}"
 if [ "${1:-}" = "--dev" ]; then
   .venv/bin/python -m pip install -q -e ".[dev,ray,train]"
+  # GCG attacks: nanogcg pins transformers<=4.47.1, which this project does not need; its code runs on ours
+  .venv/bin/python -m pip install -q --no-deps "nanogcg==0.3.0"
 else
   .venv/bin/python -m pip install -q -e .
 fi
