@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from safereason.commands.analyze import app as analyze_app
 from safereason.commands.common import (
     _judge_options,
     _quiet_libraries,
@@ -332,6 +333,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(compare_app)
 app.add_typer(steer_app)
 app.add_typer(serve_app)
+app.add_typer(analyze_app, name="analyze")
 
 
 def _interrupted() -> None:

@@ -90,3 +90,8 @@ def safechain_cmd(
     out_console.print(f"dataset: [bold]{result.dataset}[/bold] ({len(result.rows)} rows; card: "
                       f"{out / 'card.json'}, {out / 'README.md'}; teacher run: {out / 'teacher'})")
     out_console.print(f"train on it: safereason train sft --model MODEL --data {result.dataset} --out DIR")
+
+
+from safereason.commands.mix import mix_cmd  # noqa: E402  (its own module; registered here on `data`)
+
+app.command("mix")(mix_cmd)

@@ -8,16 +8,8 @@ That gives a continuous score (for ROC curves and thresholds) at the cost of one
 
 Rules implemented here (subclasses supply the prompt and the decision words):
 
-* **Decision tokens** are derived from the tokenizer at load time, never hard-coded: each word is encoded
-  as it appears *after the rendered prompt* (``encode(prompt + prefix + word)`` minus ``encode(prompt)``;
-  where the tokenizer merges across that boundary the continuation is encoded on its own). The word's
-  first surface form must then be exactly one token, else :class:`ModelLoadError`; further forms (e.g.
-  with a leading space) count too when they are one token.
-* **Tokens the model always emits first.** A judge declares ``output_prefix``, the text its documented
-  output starts with (Llama Guard 3 answers ``"\\n\\nsafe"`` / ``"\\n\\nunsafe\\nS1"`` after a template that
-  ends at the assistant header). If the rendered prompt already ends with that prefix nothing is added;
-  if it ends with a head of it (say one ``"\\n"``) the rest is added; otherwise the whole prefix is
-  appended as tokens, so that one forward pass lands on the decision token.
+* **Decision tokens** and the judge's ``output_prefix`` follow the rules in
+  :mod:`safereason.judges.decision_tokens` (derived from the tokenizer at load time, never hard-coded).
 * **Truncation** to ``max_input_tokens`` (default: the model's ``max_position_embeddings``, capped at
   16384): the judged text keeps its head and its tail, ``2/3`` and ``1/3`` of its token budget, joined by
   ``"\\n...\\n"``, and the verdict gets ``flags=["truncated"]``. The prompt stays whole unless it takes
@@ -34,49 +26,46 @@ Rules implemented here (subclasses supply the prompt and the decision words):
 from __future__ import annotations
 
 import gc
-import hashlib
 import logging
 import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from safereason.errors import ConfigError, ModelLoadError
 from safereason.judges.base import JudgeItem
+from safereason.judges.decision_tokens import (
+    TRUNCATION_MARK,
+    DecisionTokens,
+    DecisionWord,
+    continuation_ids,
+    derive_decision_tokens,
+    effective_prefix,
+    encode,
+    head_tail,
+    sha256_text,
+)
+from safereason.judges.hf_loading import load_classifier, model_context, split_model_name
 from safereason.models.resolve import ResolvedModel, hub_error, hub_reachable, resolve_model
 from safereason.models.transformers_backend import _pick_device, _pick_dtype
 from safereason.records import Verdict
+
+# the token rules live in decision_tokens; subclasses and callers import them from here too
+__all__ = ["LOW_MASS", "MAX_INPUT_CAP", "PROBE_PROMPT", "PROBE_TEXT", "TRUNCATION_MARK", "DecisionTokens",
+           "DecisionWord", "HFLogitJudge", "Prepared", "continuation_ids", "derive_decision_tokens",
+           "effective_prefix", "encode", "head_tail", "sha256_text"]
 
 log = logging.getLogger(__name__)
 
 #: default cap on the judge's input length (tokens) when the model allows more
 MAX_INPUT_CAP = 16384
-TRUNCATION_MARK = "\n...\n"
 #: below this much probability on the two decision tokens, the prompt format is probably wrong
 LOW_MASS = 0.5
 #: strings rendered into a probe prompt at load time (template checks and decision-token derivation)
 PROBE_PROMPT = "SAFEREASON_PROBE_PROMPT"
 PROBE_TEXT = "SAFEREASON_PROBE_RESPONSE"
 _SLACK = 8  # tokens kept free when cutting, for merges at the cut points
-
-
-@dataclass(frozen=True)
-class DecisionWord:
-    """An answer of the classifier. ``forms[0]`` must be one token; later forms count when they are."""
-
-    name: str
-    forms: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class DecisionTokens:
-    """Token ids appended after the prompt (``prefix``), then the ids counted as each answer."""
-
-    prefix: tuple[int, ...]
-    positive: tuple[int, ...]
-    negative: tuple[int, ...]
 
 
 @dataclass
@@ -88,87 +77,6 @@ class Prepared:
     rendered: str
     ids: list[int]
     flags: list[str] = field(default_factory=list)
-
-
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def encode(tokenizer: Any, text: str, add_special_tokens: bool = False) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=add_special_tokens, return_attention_mask=False)["input_ids"])
-
-
-def continuation_ids(tokenizer: Any, context: str, continuation: str) -> list[int]:
-    """The ids ``continuation`` gets when it follows ``context`` (how the model would have seen it)."""
-    base = encode(tokenizer, context)
-    full = encode(tokenizer, context + continuation)
-    if full[: len(base)] == base:
-        return full[len(base):]
-    return encode(tokenizer, continuation)  # the tokenizer merged across the boundary
-
-
-def effective_prefix(rendered: str, output_prefix: str) -> str:
-    """What to append so that ``rendered`` + it ends with ``output_prefix`` (see the module docstring)."""
-    for k in range(len(output_prefix), 0, -1):
-        if rendered.endswith(output_prefix[:k]):
-            return output_prefix[k:]
-    return output_prefix
-
-
-def derive_decision_tokens(tokenizer: Any, context: str, prefix: str, positive: DecisionWord,
-                           negative: DecisionWord) -> DecisionTokens:
-    """Ids of the prefix and of each decision word after ``context`` (a rendered probe prompt)."""
-    prefix_ids: tuple[int, ...] | None = None
-    found: dict[str, list[int]] = {}
-    for word in (positive, negative):
-        ids: list[int] = []
-        for i, form in enumerate(word.forms):
-            cont = continuation_ids(tokenizer, context, prefix + form)
-            head, last = tuple(cont[:-1]), cont[-1:]
-            single = (len(last) == 1 and tokenizer.decode(last).strip() == form.strip()
-                      and tokenizer.decode(list(head)) == prefix)
-            if not single or (prefix_ids is not None and head != prefix_ids):
-                if i > 0:
-                    continue  # an optional form that does not fit: not counted
-                if not single:
-                    shown = [tokenizer.decode([t]) for t in cont]
-                    raise ModelLoadError(
-                        f"decision word {form!r} is not exactly one token after the prompt"
-                        f"{f' and the prefix {prefix!r}' if prefix else ''} in this tokenizer "
-                        f"(got {len(cont)} tokens {shown}); this judge needs a model whose tokenizer has it "
-                        "as a single token"
-                    )
-                raise ModelLoadError(f"the prefix {prefix!r} tokenizes differently before {positive.forms[0]!r} "
-                                     f"and {form!r}; cannot score both from one forward pass")
-            prefix_ids = head if prefix_ids is None else prefix_ids
-            if last[0] not in ids:
-                ids.append(last[0])
-        found[word.name] = ids
-    if set(found[positive.name]) & set(found[negative.name]):
-        raise ModelLoadError(f"decision words {positive.name!r} and {negative.name!r} share a token id")
-    return DecisionTokens(prefix=prefix_ids or (), positive=tuple(found[positive.name]),
-                          negative=tuple(found[negative.name]))
-
-
-def head_tail(tokenizer: Any, ids: Sequence[int], budget: int) -> str:
-    """Text of the first 2/3 and the last 1/3 of ``budget`` tokens of ``ids``, joined by the mark."""
-    keep = max(budget - len(encode(tokenizer, TRUNCATION_MARK)), 2)
-    head = (2 * keep) // 3
-    tail = keep - head
-    return tokenizer.decode(list(ids[:head])) + TRUNCATION_MARK + tokenizer.decode(list(ids[len(ids) - tail:]))
-
-
-def _split_model(name: str | None) -> tuple[str | None, str | None]:
-    """(model, revision) for identity(), without loading or converting anything."""
-    if name is None:
-        return None, None
-    path = Path(name).expanduser()
-    if path.exists():
-        return str(path.resolve()), None
-    if "@" in name:
-        model, _, rev = name.rpartition("@")
-        return model, rev
-    return name, None
 
 
 def _judge_hub_error(name: str, err: Exception) -> ModelLoadError:
@@ -252,7 +160,7 @@ class HFLogitJudge:
 
     # -- identity ----------------------------------------------------------------------------------
     def identity(self) -> dict[str, Any]:
-        model, revision = _split_model(self.model_name)
+        model, revision = split_model_name(self.model_name)
         if model is None:
             model = self._injected_label
         ident: dict[str, Any] = {
@@ -301,7 +209,7 @@ class HFLogitJudge:
             raise
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         self._pad_id = int(pad) if pad is not None else 0
-        self._budget = self.max_input_tokens or self._model_context(model, tok)
+        self._budget = self.max_input_tokens or model_context(model, tok, MAX_INPUT_CAP)
         try:
             import inspect
 
@@ -309,44 +217,12 @@ class HFLogitJudge:
         except (TypeError, ValueError):
             self._logits_to_keep = False
 
-    @staticmethod
-    def _model_context(model: Any, tok: Any) -> int:
-        cfg = getattr(model, "config", None)
-        if cfg is not None and hasattr(cfg, "get_text_config"):
-            cfg = cfg.get_text_config()
-        n = getattr(cfg, "max_position_embeddings", None)
-        if not isinstance(n, int) or n <= 0:
-            n = getattr(tok, "model_max_length", None)
-        if not isinstance(n, int) or not 0 < n < 10**7:
-            n = 4096
-        return min(n, MAX_INPUT_CAP)
-
     def _load(self, resolved: ResolvedModel, dtype: Any) -> tuple[Any, Any]:
+        """Load from a local dir; a hub id from the HF cache first, then (when the hub answers) downloading."""
         kw: dict[str, Any] = {"revision": resolved.revision} if resolved.revision else {}
 
         def load(**extra: Any) -> tuple[Any, Any]:
-            from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-            tok = AutoTokenizer.from_pretrained(resolved.path, **kw, **extra)
-            if self.needs_chat_template and not getattr(tok, "chat_template", None):
-                try:  # Llama Guard 4 keeps its template with the processor
-                    from transformers import AutoProcessor
-
-                    tok.chat_template = getattr(AutoProcessor.from_pretrained(resolved.path, **kw, **extra),
-                                                "chat_template", None)
-                except (OSError, ValueError, ImportError):
-                    pass
-            cfg = AutoConfig.from_pretrained(resolved.path, **kw, **extra)
-            archs = getattr(cfg, "architectures", None) or []
-            if any(a.endswith("ForConditionalGeneration") for a in archs):
-                try:  # multimodal checkpoints (Llama Guard 4) load with their image-text class
-                    from transformers import AutoModelForImageTextToText
-
-                    return AutoModelForImageTextToText.from_pretrained(resolved.path, dtype=dtype, **kw,
-                                                                       **extra), tok
-                except (ValueError, ImportError, KeyError):
-                    pass
-            return AutoModelForCausalLM.from_pretrained(resolved.path, dtype=dtype, **kw, **extra), tok
+            return load_classifier(resolved.path, dtype, needs_chat_template=self.needs_chat_template, **kw, **extra)
 
         if resolved.is_local:
             try:

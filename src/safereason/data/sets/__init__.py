@@ -13,6 +13,7 @@ from safereason.data.sets import (
     mm_safetybench,
     smoke,
     strongreject,
+    tars,
     utility,
     wildjailbreak,
     xstest,
@@ -22,5 +23,6 @@ from safereason.data.spec import BENCHMARKS
 for _spec in (
     smoke.SPEC, *strongreject.SPECS, *harmbench.SPECS, xstest.SPEC, *jailbreakbench.SPECS, advbench.SPEC,
     *utility.SPECS, aime2024.SPEC, humaneval.SPEC, wildjailbreak.SPEC, *figstep.SPECS, *mm_safetybench.SPECS,
+    *tars.SPECS,
 ):
     BENCHMARKS.add(_spec.name, _spec)
