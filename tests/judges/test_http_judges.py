@@ -41,7 +41,7 @@ class Reply:
 @dataclass
 class Seen:
     path: str
-    headers: dict[str, str]
+    headers: Any  # an email.message.Message: header names are case-insensitive
     body: Any
 
 
@@ -64,7 +64,7 @@ class FakeAPI:
                 except ValueError:
                     body = None
                 with api._lock:
-                    api.requests.append(Seen(self.path, dict(self.headers), body))
+                    api.requests.append(Seen(self.path, self.headers, body))  # case-insensitive names
                     n = len(api.requests)
                     api.in_flight += 1
                     api.max_in_flight = max(api.max_in_flight, api.in_flight)
@@ -621,3 +621,36 @@ def test_empty_batch(api: FakeAPI, key: str) -> None:
     assert llm("refusal-llm", api).judge([]) == []
     assert build_judge("openai-moderation", {"base_url": api.url, "api_key_env": KEY_ENV}).judge([]) == []
     assert api.requests == []
+
+
+def test_retries_are_the_openai_clients(api: FakeAPI, key: str) -> None:
+    """Transport retries are the official client's (it numbers them in x-stainless-retry-count); a malformed 200
+    is retried on top from the same budget, so the attempts never exceed max_retries + 1."""
+    api.script = lambda body, n: Reply(503) if n <= 2 else Reply(body={"id": "x"}) if n == 3 else Reply(
+        body=chat("2_full_refusal"))
+    (v,) = llm("refusal-llm", api, max_retries=3).judge(items("x"))
+    assert v.refused is True and len(api.requests) == 4
+    assert [r.headers.get("x-stainless-retry-count") for r in api.requests] == ["0", "1", "2", "0"]
+    assert all(r.headers.get("User-Agent") == "safereason" for r in api.requests)
+    api.requests.clear()
+    api.script = lambda body, n: Reply(503) if n == 1 else Reply(body={"id": "x"})
+    (v,) = llm("refusal-llm", api, max_retries=2).judge(items("x"))
+    assert v.error == "malformed reply (no choices) (3 attempts)" and len(api.requests) == 3
+
+
+def test_no_named_key_sends_no_key(api: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The openai client would read OPENAI_API_KEY on its own; only the variable named in api_key_env counts."""
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    api.script = lambda body, n: Reply(body=chat("No"))
+    client = judges_http.JsonClient(api.url, api_key_env=None)
+    assert client.post("chat/completions", {}).ok
+    assert "Authorization" not in api.requests[-1].headers
+
+
+def test_close_releases_the_pool_and_a_later_request_reopens_it(api: FakeAPI, key: str) -> None:
+    api.script = lambda body, n: Reply(body=chat("2_full_refusal"))
+    j = llm("refusal-llm", api)
+    assert j.judge(items("x"))[0].refused is True
+    j.close()
+    j.close()  # twice is fine
+    assert j.judge(items("x"))[0].refused is True and len(api.requests) == 2

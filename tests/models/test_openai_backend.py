@@ -28,7 +28,7 @@ class FakeVLLM:
     """Deterministic replies (a tag hashed from seed + prompt) in the shape vLLM's OpenAI server gives them."""
 
     def __init__(self) -> None:
-        self.requests: list[tuple[str, dict[str, Any], dict[str, str]]] = []
+        self.requests: list[tuple[str, dict[str, Any], Any]] = []
         self.reasoning_key: str | None = None  # "reasoning_content" / "reasoning": a server-side reasoning parser
         self.token_ids = False  # return token_ids (with EOS and stop-string tokens, as vLLM does)
         self.behaviour = "ok"  # ok | 500 | content_filter (no text) | output_filter (partial text) | policy_400
@@ -146,7 +146,7 @@ class _Handler(BaseHTTPRequestHandler):
         fake: FakeVLLM = self.server.fake  # type: ignore[attr-defined]
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         with fake.lock:
-            fake.requests.append((self.path, body, dict(self.headers)))
+            fake.requests.append((self.path, body, self.headers))  # case-insensitive names
         if fake.delay:
             time.sleep(fake.delay)
         status, payload, headers = fake.respond(self.path, body)

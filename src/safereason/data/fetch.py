@@ -1,7 +1,11 @@
-"""Fetching the registered sets: package files, the local data dir, else a pinned remote cached per user.
+"""Fetching the registered sets: package files, the local data dir, else a pinned remote.
 
-Downloads use urllib with a short timeout, so that importing safereason pulls in no HTTP stack and an offline
-machine fails at once with a hint to point ``--data-dir`` at a local copy.
+A file of a hub dataset (``hf://owner/name@revision/path``) comes through ``huggingface_hub.hf_hub_download``
+at the pinned revision: its cache, its token handling (``HF_TOKEN``, ``hf auth login``) and its offline mode
+(``HF_HUB_OFFLINE=1`` serves what is cached). Other pinned files (raw GitHub files at a commit) are fetched with
+``huggingface_hub``'s HTTP session, with a short timeout, and kept in the user cache. Either way the bytes are
+checked against the pinned sha256, and an offline machine fails at once with a hint to point ``--data-dir`` at
+a local copy. The HTTP stack is imported only when something is downloaded.
 """
 
 from __future__ import annotations
@@ -15,42 +19,65 @@ from safereason.data.tables import _format_of
 from safereason.errors import DataError
 
 _GH = "https://raw.githubusercontent.com"
+_HF = "hf://"
+#: the hub's address in recorded sources (a mirror set with HF_ENDPOINT is transport, like a proxy)
+_HF_ENDPOINT = "https://huggingface.co"
 #: Seconds before a download gives up: an offline machine should fail at once, not hang.
 DOWNLOAD_TIMEOUT_S = 10.0
 
 
-def remote_url(remote: str) -> str:
-    """The https URL of a pinned source; ``hf://owner/name@rev/path`` is a file of a hub dataset repo."""
-    if not remote.startswith("hf://"):
-        return remote
-    owner, name_rev, path = remote[len("hf://"):].split("/", 2)
+def hub_file(remote: str) -> tuple[str, str, str] | None:
+    """(repo_id, revision, filename) of a hub dataset file ``hf://owner/name@revision/path``, else None."""
+    if not remote.startswith(_HF):
+        return None
+    owner, name_rev, path = remote[len(_HF):].split("/", 2)
     name, rev = name_rev.split("@", 1)
-    return f"https://huggingface.co/datasets/{owner}/{name}/resolve/{rev}/{path}"
+    return f"{owner}/{name}", rev, path
 
 
-def _download(url: str) -> bytes:
-    """GET ``url`` with a short timeout (urllib, so that importing safereason pulls in no HTTP stack)."""
-    import urllib.request
+def remote_url(remote: str) -> str:
+    """The https URL of a pinned source (the hub's ``resolve`` URL of a hub dataset file)."""
+    hub = hub_file(remote)
+    if hub is None:
+        return remote
+    from huggingface_hub import hf_hub_url
 
-    headers = {"User-Agent": "safereason"}
-    token = os.environ.get("HF_TOKEN")
-    if token and url.startswith("https://huggingface.co/"):
-        headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(url, headers=headers)
-    with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response:
-        return response.read()
+    repo_id, revision, filename = hub
+    return hf_hub_url(repo_id, filename, repo_type="dataset", revision=revision, endpoint=_HF_ENDPOINT)
+
+
+def _download(remote: str) -> bytes:
+    """The bytes of a pinned remote: a hub dataset file through ``hf_hub_download`` (the hub's cache, token and
+    offline mode), anything else through ``huggingface_hub``'s HTTP session with a short timeout."""
+    hub = hub_file(remote)
+    if hub is not None:
+        from huggingface_hub import hf_hub_download
+
+        repo_id, revision, filename = hub
+        return Path(hf_hub_download(repo_id, filename, repo_type="dataset", revision=revision,
+                                    etag_timeout=DOWNLOAD_TIMEOUT_S)).read_bytes()
+    from huggingface_hub import get_session
+
+    response = get_session().get(remote, timeout=DOWNLOAD_TIMEOUT_S, follow_redirects=True)
+    response.raise_for_status()
+    return response.content
 
 
 def _why(e: Exception) -> str:
-    import urllib.error
-
-    if isinstance(e, urllib.error.HTTPError):
-        return f"HTTP {e.code}"
-    if isinstance(e, urllib.error.URLError):
-        return str(e.reason)
-    if isinstance(e, TimeoutError):
+    """A short, one-line reason for a failed download."""
+    try:  # an HTTP status error carries its response (some libraries' errors raise when asked without one)
+        status = getattr(getattr(e, "response", None), "status_code", None)
+    except Exception:
+        status = None
+    if isinstance(status, int):
+        return f"HTTP {status}"
+    reason = getattr(e, "reason", None)  # an OSError-style error with a reason
+    if reason is not None:
+        return str(reason)
+    if isinstance(e, TimeoutError) or "Timeout" in type(e).__name__:
         return f"timed out after {DOWNLOAD_TIMEOUT_S:g} s"
-    return f"{type(e).__name__}: {e}"
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:200]}" if text else type(e).__name__
 
 
 def _cache_path(spec: BenchmarkSpec, url: str) -> Path:
@@ -64,13 +91,14 @@ def _fetch_remote(spec: BenchmarkSpec, data_dir: Path | None) -> tuple[bytes, st
     """(bytes, url) of the pinned remote file: the user cache's copy if it is good, else a download."""
     assert spec.remote is not None
     url = remote_url(spec.remote)
+    hub = hub_file(spec.remote) is not None  # the hub's own cache holds it
     cached = _cache_path(spec, url)
-    if cached.is_file():
+    if not hub and cached.is_file():
         data = cached.read_bytes()
         if spec.sha256 is None or hashlib.sha256(data).hexdigest() == spec.sha256:
             return data, url
     try:
-        data = _download(url)
+        data = _download(spec.remote)
     except Exception as e:
         missing = f"; {data_dir / spec.local_path} does not exist" if data_dir and spec.local_path else ""
         raise DataError(
@@ -83,6 +111,8 @@ def _fetch_remote(spec: BenchmarkSpec, data_dir: Path | None) -> tuple[bytes, st
             f"{url} has sha256 {digest}, not the pinned {spec.sha256}: the source changed. Use a local copy "
             f"via --data-dir ({spec.local_path})"
         )
+    if hub:
+        return data, url
     try:  # best effort: a read-only cache only costs a download next time
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")

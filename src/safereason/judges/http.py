@@ -1,46 +1,57 @@
-"""A small JSON-over-HTTP client shared by the API judges (OpenAI moderation, LLM-as-judge).
+"""JSON over an OpenAI-compatible API, shared by the API judges and the ``openai`` backend, on the official
+``openai`` client.
 
-Why its own client: a judge must never fail open, and an API that rate-limits, times out or answers
-garbage must not abort a batch of thousands of items either. So every request is retried on the
-transient failures (429, 5xx, connection errors, timeouts) with exponential backoff and jitter,
-honouring ``Retry-After``; every final failure comes back as an error string for that one request
-(which the judge turns into ``Verdict.failed``), never as an exception and never as a decision. A body
-that is not JSON, or that the caller's ``check`` finds malformed (a chat completion without choices), is
-retried like a 5xx: one garbled reply from a busy proxy must not cost an item.
+Why a layer at all: a judge must never fail open, and an API that rate-limits, times out or answers garbage
+must not abort a batch of thousands of items either. The transport is the ``openai`` package's
+:class:`~openai.AsyncOpenAI` (connection pooling, timeouts, retries of 429/408/409/5xx, timeouts and dropped
+connections, honouring ``Retry-After`` / ``retry-after-ms``), configured here rather than re-implemented:
+its ``max_retries`` and ``timeout``, and its retry delay through :meth:`_Client._calculate_retry_timeout`.
+What it does not do is decide that a 200 reply is unusable: a body that is not JSON, or that the caller's
+``check`` finds malformed (a chat completion without choices), is retried here like a 5xx, from the same
+attempt budget: one garbled reply from a busy proxy must not cost an item. Every final failure comes back as
+an error string for that one request (which the judge turns into ``Verdict.failed``), never as an exception
+and never as a decision.
 
-Ctrl-C (``KeyboardInterrupt`` in the calling thread) cancels the whole call at once: requests in flight
-have their sockets shut down, none is retried, and the interrupt propagates within a fraction of a second
-instead of after every request's timeout and retries.
+Endpoints are posted with the client's generic ``post`` and the body decoded as plain JSON, so that server
+extensions (vLLM's ``top_k``, ``return_token_ids``, ``chat_template_kwargs``; ``reasoning_content`` and
+``token_ids`` in replies) go out and come back exactly as sent, and a non-conforming reply is seen as it is.
 
-The API key is read only from an environment variable named by the caller, at first use, and is
-scrubbed from every error string and reply text this client hands back. Standard library only
-(``urllib``): one connection per request, which costs little next to an LLM call.
+Requests run as asyncio tasks on one event-loop thread, at most ``concurrency`` in flight per client, while
+the calling thread waits; Ctrl-C (``KeyboardInterrupt`` there) cancels the call's tasks, which closes the
+connections in flight, retries nothing, and lets the interrupt propagate at once.
+
+The API key is read only from an environment variable named by the caller, at first use, and is scrubbed
+from every error string and reply text this client hands back.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextvars
 import json
 import math
 import os
 import random
 import re
 import threading
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.message import Message
-from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
+import openai
+
 from safereason.errors import ConfigError
-from safereason.judges.http_cancel import Call, HTTPHandler, HTTPSHandler, bind, opened_socket
 
 _LOOPBACK = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: statuses the openai client retries (see ``openai._base_client._should_retry``); a final one reads
+#: "HTTP 503 after N attempts"
+_RETRIED_STATUS = frozenset({408, 409, 429})
+#: what ``post`` returns: the raw reply (status, bytes) with the client's retries done, decoded by us
+_RAW_REPLY = openai.AsyncAPIResponse[object]
+T = TypeVar("T")
 
 
 def is_loopback(url: str) -> bool:
@@ -78,24 +89,73 @@ class PostResult:
 #: a reply check: an error message when the decoded body is malformed (it is then retried like a 5xx)
 Check = Callable[[Any], str | None]
 
+#: requests sent so far by the current task's ``post`` (set by :meth:`_Client._build_request`, one per attempt)
+_SENT: contextvars.ContextVar[list[int]] = contextvars.ContextVar("safereason_http_sent")
 
-class _Retryable(Exception):
-    def __init__(self, message: str, retry_after: float | None = None, status: int | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.retry_after = retry_after
-        self.status = status
+
+class _Client(openai.AsyncOpenAI):
+    """:class:`openai.AsyncOpenAI` with the owner's backoff, and a count of the attempts each call made."""
+
+    def __init__(self, owner: JsonClient, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._owner = owner
+
+    def _build_request(self, options: Any, *, retries_taken: int = 0) -> Any:
+        sent = _SENT.get(None)
+        if sent is not None:
+            sent[0] = retries_taken + 1
+        return super()._build_request(options, retries_taken=retries_taken)
+
+    def _calculate_retry_timeout(self, remaining_retries: int, options: Any, response_headers: Any = None) -> float:
+        attempt = options.get_max_retries(self.max_retries) - remaining_retries + 1
+        after = self._parse_retry_after_header(response_headers)
+        return self._owner._delay(attempt, after if after is not None and math.isfinite(after) and after >= 0
+                                  else None)
+
+
+class _Loop:
+    """One daemon thread running an asyncio loop for every client of this process (re-made after a fork)."""
+
+    _lock = threading.Lock()
+    _loop: asyncio.AbstractEventLoop | None = None
+    _pid = -1
+
+    @classmethod
+    def get(cls) -> asyncio.AbstractEventLoop:
+        with cls._lock:
+            if cls._loop is None or cls._pid != os.getpid() or not cls._loop.is_running():
+                loop = asyncio.new_event_loop()
+                ready = threading.Event()
+                loop.call_soon(ready.set)
+                threading.Thread(target=loop.run_forever, name="safereason-http", daemon=True).start()
+                ready.wait()
+                cls._loop, cls._pid = loop, os.getpid()
+            return cls._loop
+
+
+def run_sync(coro: Awaitable[T]) -> T:
+    """Run ``coro`` on the shared loop and wait for it; any exception in the waiting thread (Ctrl-C) cancels it."""
+    fut = asyncio.run_coroutine_threadsafe(cast(Any, coro), _Loop.get())
+    try:
+        while True:
+            done, _ = concurrent.futures.wait([fut], timeout=0.2)
+            if done:
+                return fut.result()
+    except BaseException:
+        fut.cancel()
+        raise
 
 
 class JsonClient:
-    """POST JSON bodies to ``{base_url}{path}`` with bounded concurrency, retries and per-request timeouts.
+    """POST JSON bodies to ``{base_url}/{path}`` with bounded concurrency, retries and per-request timeouts.
 
-    ``max_retries`` counts retries after the first attempt (so at most ``max_retries + 1`` requests).
-    Backoff before retry k (1-based) is ``min(backoff_max, backoff_base * 2**(k-1))`` scaled by a
-    random factor in [0.5, 1) so that parallel workers don't retry in lockstep; a ``Retry-After``
-    (or OpenAI's ``retry-after-ms``) header replaces it, capped at ``retry_after_max`` seconds.
-    ``timeout`` is the socket timeout: for connecting and for each read (a non-streamed reply sends nothing
-    until it is complete, so it bounds the time a server may take to answer one request).
+    ``max_retries`` counts retries after the first attempt (so at most ``max_retries + 1`` requests), whatever
+    their cause. Backoff before retry k (1-based) is ``min(backoff_max, backoff_base * 2**(k-1))`` scaled by a
+    random factor in [0.5, 1) so that parallel workers don't retry in lockstep; a ``Retry-After`` (or
+    ``retry-after-ms``) header replaces it, capped at ``retry_after_max`` seconds (the openai client gives up
+    at once on a server that asks for more than two minutes). ``timeout`` is the client's timeout: for
+    connecting and for each read (a non-streamed reply sends nothing until it is complete, so it bounds the time
+    a server may take to answer one request).
 
     ``api_key_env`` names the environment variable holding the key (never the key itself). With
     ``key_required`` a missing key raises :class:`ConfigError` at first use; without it a missing key
@@ -139,15 +199,12 @@ class JsonClient:
         self.retry_after_max = float(retry_after_max)
         self._key: str | None = None
         self._key_resolved = False
-        self._slots = threading.BoundedSemaphore(concurrency)
-        handlers: list[urllib.request.BaseHandler] = [HTTPHandler(), HTTPSHandler()]
-        if is_loopback(self.base_url):
-            handlers.append(urllib.request.ProxyHandler({}))  # a proxy can't reach our loopback
-        self._opener = urllib.request.build_opener(*handlers)
-        self._sleep: Callable[[float], None] = time.sleep
+        self._client: _Client | None = None
+        self._slots: asyncio.Semaphore | None = None  # made on the loop thread, where it is used
+        self._bound: asyncio.AbstractEventLoop | None = None  # the loop the client and slots belong to
 
     # -- the key -------------------------------------------------------------------------------------
-    def _auth_headers(self) -> dict[str, str]:
+    def _api_key(self) -> str | None:
         if not self._key_resolved:
             key = os.environ.get(self.api_key_env, "").strip() if self.api_key_env else ""
             if not key and self.api_key_env and self.key_required:
@@ -157,7 +214,7 @@ class JsonClient:
                 )
             self._key = key or None
             self._key_resolved = True
-        return {"Authorization": f"Bearer {self._key}"} if self._key else {}
+        return self._key
 
     def scrub(self, text: str) -> str:
         """``text`` with the API key blanked out (servers sometimes echo it in error messages)."""
@@ -165,186 +222,121 @@ class JsonClient:
             text = text.replace(self._key, "***")
         return text
 
+    def _openai(self) -> _Client:
+        """The openai client, made at first use (after the key is known). Only this key is ever sent: no key
+        means no ``Authorization`` header, never a key from ``OPENAI_API_KEY`` the caller did not name."""
+        if self._client is None:
+            key = self._api_key()
+            # a proxy from the environment can't reach our loopback
+            http = openai.DefaultAsyncHttpxClient(trust_env=False) if is_loopback(self.base_url) else None
+            self._client = _Client(self, api_key=key or "unused", base_url=self.base_url, timeout=self.timeout,
+                                   max_retries=self.max_retries, default_headers={"User-Agent": "safereason"},
+                                   http_client=http)
+        return self._client
+
+    def _request_headers(self) -> dict[str, Any]:
+        """Per-request headers: without a key the ``Authorization`` header is left out (the placeholder key the
+        openai client insists on is never sent)."""
+        return {"Authorization": openai.Omit()} if self._api_key() is None else {}
+
+    def close(self) -> None:
+        """Close the connection pool (a later request opens a new one)."""
+        client, self._client = self._client, None
+        if client is not None and self._bound is not None and self._bound.is_running():
+            asyncio.run_coroutine_threadsafe(client.close(), self._bound).result(timeout=10)
+
     # -- requests ------------------------------------------------------------------------------------
     def post_many(self, path: str, bodies: Sequence[Mapping[str, Any]], check: Check | None = None
                   ) -> list[PostResult]:
         """One result per body, in order; at most ``concurrency`` requests in flight at once. ``check`` finds a
-        decoded reply malformed (returns why), which is then retried like a 5xx.
-
-        The requests run on daemon threads while the calling thread waits, so a ``KeyboardInterrupt`` there
-        cancels the call: in-flight requests are cut, nothing is retried, and the interrupt propagates."""
-        headers = self._auth_headers()  # a missing key is a ConfigError, before any request
+        decoded reply malformed (returns why), which is then retried like a 5xx. A ``KeyboardInterrupt`` in the
+        calling thread cancels the call: in-flight requests are cut, nothing is retried, and it propagates."""
+        self._api_key()  # a missing key is a ConfigError, before any request
         if not bodies:
             return []
-        if len(bodies) == 1:  # in the calling thread: an interrupt ends its read or backoff directly
-            return [self._post_safe(path, bodies[0], headers, check, None)]
-        call = Call()
-        results: list[PostResult | None] = [None] * len(bodies)
-        todo = iter(range(len(bodies)))
-        lock = threading.Lock()
-        done = threading.Event()
-        left = [len(bodies)]
-
-        def worker() -> None:
-            while not call.cancelled.is_set():
-                with lock:
-                    i = next(todo, None)
-                if i is None:
-                    return
-                results[i] = self._post_safe(path, bodies[i], headers, check, call)
-                with lock:
-                    left[0] -= 1
-                    if left[0] == 0:
-                        done.set()
-
-        threads = [threading.Thread(target=worker, name="safereason-http", daemon=True)
-                   for _ in range(min(self.concurrency, len(bodies)))]
-        for t in threads:
-            t.start()
-        try:
-            while not done.wait(0.2):
-                if not any(t.is_alive() for t in threads):
-                    break
-        except BaseException:
-            call.cancel()
-            raise
-        return [r if r is not None else PostResult(error="internal error: request not sent") for r in results]
+        return run_sync(self.post_many_async(path, bodies, check))
 
     def post(self, path: str, body: Mapping[str, Any], check: Check | None = None) -> PostResult:
-        return self._post_safe(path, body, self._auth_headers(), check, None)
+        return self.post_many(path, [body], check)[0]
 
-    def _post_safe(self, path: str, body: Mapping[str, Any], headers: dict[str, str], check: Check | None,
-                   call: Call | None) -> PostResult:
+    async def post_many_async(self, path: str, bodies: Sequence[Mapping[str, Any]], check: Check | None = None
+                              ) -> list[PostResult]:
+        """:meth:`post_many` for a caller already on the shared loop (cancelling it cancels every request)."""
+        loop = asyncio.get_running_loop()
+        if self._bound is not loop:  # first use, or a new loop (after a fork): a pool and slots of its own
+            self._bound, self._client, self._slots = loop, None, asyncio.Semaphore(self.concurrency)
+        return list(await asyncio.gather(*(self._post_safe(path, b, check) for b in bodies)))
+
+    async def _post_safe(self, path: str, body: Mapping[str, Any], check: Check | None) -> PostResult:
         try:
-            return self._post_with_retries(path, body, headers, check, call)
+            return await self._post_with_retries(path, body, check)
         except Exception as e:  # a bug or an odd library error must cost one item, not the batch
             return PostResult(error=self.scrub(f"unexpected error: {type(e).__name__}: {e}"))
 
-    def _post_with_retries(self, path: str, body: Mapping[str, Any], headers: dict[str, str],
-                           check: Check | None, call: Call | None) -> PostResult:
-        url = self.base_url + "/" + path.lstrip("/")
-        payload = json.dumps(body).encode()
-        attempt = 0
+    async def _post_with_retries(self, path: str, body: Mapping[str, Any], check: Check | None) -> PostResult:
+        used = 0  # attempts made so far, across the client's own retries and ours of malformed replies
         while True:
-            attempt += 1
+            sent = [0]
+            token = _SENT.set(sent)
             try:
-                if call is not None and call.cancelled.is_set():
-                    return PostResult(error="cancelled", attempts=attempt - 1)
-                with self._slots:
-                    data = self._send(url, payload, headers, call)
+                assert self._slots is not None
+                async with self._slots:
+                    reply = await self._openai().post(
+                        "/" + path.lstrip("/"), cast_to=_RAW_REPLY, body=dict(body),
+                        options={"max_retries": self.max_retries - used,
+                                 "headers": self._request_headers()})
+                    raw = await reply.read()
+            except openai.APIStatusError as e:
+                return self._status_failure(e, used + max(sent[0], 1))
+            except openai.APITimeoutError:
+                return self._failure(f"timeout after {self.timeout:g} s", used + max(sent[0], 1))
+            except openai.APIConnectionError as e:
+                cause = e.__cause__ or e
+                return self._failure(f"connection error: {type(cause).__name__}: {cause}".rstrip(": "),
+                                     used + max(sent[0], 1))
+            finally:
+                _SENT.reset(token)
+            used += max(sent[0], 1)
+            status = reply.status_code
+            try:
+                data = json.loads(raw)
                 why = check(data) if check is not None else None
-                if why is not None:
-                    raise _Retryable(why, status=200)
-                return PostResult(data=data, attempts=attempt, status=200)
-            except _Retryable as e:
-                if attempt > self.max_retries:
-                    noun = "attempt" if attempt == 1 else "attempts"
-                    if e.message.startswith("HTTP "):
-                        msg = f"{e.message} after {attempt} {noun}"
-                    else:
-                        msg = f"{e.message} ({attempt} {noun})"
-                    return PostResult(error=self.scrub(msg), attempts=attempt, status=e.status)
-                delay = self._delay(attempt, e.retry_after)
-                if call is None:
-                    self._sleep(delay)
-                elif call.cancelled.wait(delay):
-                    return PostResult(error="cancelled", attempts=attempt)
-            except _Final as e:
-                return PostResult(error=self.scrub(str(e)), attempts=attempt, status=e.status, code=e.code)
+            except (ValueError, UnicodeDecodeError):  # a garbled or cut reply: retried like a 5xx
+                snippet = raw[:80].decode("utf-8", "replace").replace("\n", " ")
+                why = f"malformed JSON response (HTTP {status}): {snippet!r}"
+            if why is None:
+                return PostResult(data=data, attempts=used, status=status)
+            if used > self.max_retries:
+                return self._failure(why, used, status)
+            await asyncio.sleep(self._delay(used, None))
+
+    def _failure(self, message: str, attempts: int, status: int | None = None) -> PostResult:
+        noun = "attempt" if attempts == 1 else "attempts"
+        return PostResult(error=self.scrub(f"{message} ({attempts} {noun})"), attempts=attempts, status=status)
+
+    def _status_failure(self, e: openai.APIStatusError, attempts: int) -> PostResult:
+        status = e.status_code
+        try:
+            raw = e.response.content
+        except Exception:
+            raw = b""
+        if status in _RETRIED_STATUS or status >= 500:
+            noun = "attempt" if attempts == 1 else "attempts"
+            return PostResult(error=f"HTTP {status} after {attempts} {noun}", attempts=attempts, status=status)
+        return PostResult(error=self.scrub(f"HTTP {status}{_error_detail(raw)}"), attempts=attempts, status=status,
+                          code=_error_code(raw))
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds to wait before retry ``attempt`` (1-based): ``Retry-After`` capped, else jittered backoff."""
         if retry_after is not None:
             return min(retry_after, self.retry_after_max)
         delay = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
         return delay * (0.5 + random.random() / 2)
 
-    def _send(self, url: str, payload: bytes, headers: dict[str, str], call: Call | None = None) -> Any:
-        bind(call)
-        try:
-            return self._send_tracked(url, payload, headers)
-        finally:
-            if call is not None:
-                call.track(opened_socket(), False)
-            bind(None)
-
-    def _send_tracked(self, url: str, payload: bytes, headers: dict[str, str]) -> Any:
-        req = urllib.request.Request(
-            url, data=payload, method="POST",
-            headers={"Content-Type": "application/json", "Accept": "application/json",
-                     "User-Agent": "safereason", **headers},
-        )
-        try:
-            with self._opener.open(req, timeout=self.timeout) as resp:
-                status = resp.status
-                raw = resp.read()
-        except urllib.error.HTTPError as e:
-            status = e.code
-            try:
-                raw = e.read()
-            except Exception:
-                raw = b""
-            if status == 429 or status >= 500:
-                raise _Retryable(f"HTTP {status}", _retry_after(e.headers), status) from None
-            raise _Final(f"HTTP {status}{_error_detail(raw)}", status, _error_code(raw)) from None
-        except (TimeoutError, urllib.error.URLError, OSError, ValueError) as e:
-            reason = getattr(e, "reason", e)
-            if isinstance(reason, TimeoutError) or isinstance(e, TimeoutError):
-                raise _Retryable(f"timeout after {self.timeout:g} s") from None
-            if isinstance(e, ValueError):  # e.g. a bad URL: retrying won't help
-                raise _Final(f"request failed: {e}") from None
-            raise _Retryable(f"connection error: {reason}") from None
-        except Exception as e:  # http.client.IncompleteRead, RemoteDisconnected, ...
-            raise _Retryable(f"connection error: {type(e).__name__}: {e}") from None
-        if not 200 <= status < 300:
-            raise _Final(f"HTTP {status}{_error_detail(raw)}", status, _error_code(raw))
-        try:
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError):  # a garbled or cut reply: retried like a 5xx
-            snippet = raw[:80].decode("utf-8", "replace").replace("\n", " ")
-            raise _Retryable(f"malformed JSON response (HTTP {status}): {snippet!r}", status=status) from None
-
-
-class _Final(Exception):
-    """A failure that retrying won't fix (4xx other than 429, a bad URL)."""
-
-    def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code = status, code
-
 
 def _check_int(value: Any, what: str, minimum: int, who: str) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise ConfigError(f"{who}: {what} must be an integer >= {minimum}, got {value!r}")
-
-
-def _retry_after(headers: Message | None) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date), if given."""
-    if headers is None:
-        return None
-    ms = headers.get("retry-after-ms")
-    if ms is not None:
-        try:
-            value = float(ms) / 1000
-            if math.isfinite(value) and value >= 0:
-                return value
-        except ValueError:
-            pass
-    ra = headers.get("Retry-After")
-    if ra is None:
-        return None
-    try:
-        value = float(ra)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(ra)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        value = (when - datetime.now(UTC)).total_seconds()
-    if not math.isfinite(value):
-        return None
-    return max(0.0, value)
 
 
 def _error_code(raw: bytes) -> str | None:

@@ -137,7 +137,8 @@ class OpenAIModerationJudge:
                        flags=[f"null_category_score:{k}" for k in nulls])
 
     def close(self) -> None:
-        """Nothing is held between requests; here for the judge protocol."""
+        """Close the client's connection pool."""
+        self.client.close()
 
 
 JUDGES.add("openai-moderation", OpenAIModerationJudge)

@@ -1,8 +1,10 @@
 """Generation through an OpenAI-compatible server: vLLM, SGLang, or a hosted API.
 
 ``--backend openai --model NAME`` sends one request per (prompt, sample) row to ``{base_url}`` with the
-shared :class:`~safereason.judges.http.JsonClient` (retries with backoff on 429/5xx/timeouts, bounded
-concurrency, API key read only from the environment variable ``api_key_env``; none is needed on loopback).
+shared :class:`~safereason.judges.http.JsonClient`, which runs the official ``openai`` client's
+:class:`~openai.AsyncOpenAI` (its retries with backoff on 429/5xx/timeouts, its timeouts and connection pool;
+at most ``concurrency`` requests in flight; API key read only from the environment variable ``api_key_env``,
+none needed on loopback).
 
 Two modes (``mode`` option):
 
@@ -42,8 +44,9 @@ need 320 s: raise it for long generations on a slow server; a warning says when 
 long for it). ``max_retries`` (default 4) is how many times a request is resent after a 429, a 5xx, a
 timeout, a dropped connection or a malformed reply (a body that is not JSON, has no ``choices``, or has
 ``content: null`` with ``finish_reason: stop`` and no reasoning: never taken as an empty response), with
-exponential backoff honouring ``Retry-After``; ``concurrency`` bounds requests in flight. Ctrl-C cancels
-the requests in flight and returns at once (no retry is waited out).
+exponential backoff honouring ``Retry-After`` (the openai client's retries, plus the same budget for
+malformed replies); ``concurrency`` bounds requests in flight. Ctrl-C cancels the requests in flight and returns
+at once (no retry is waited out).
 
 Failures: a request that still fails after retries raises :class:`GenerationError` for the whole batch. It is
 never recorded as a response: a failed request is not a refusal, and recording it as one (or as empty text)
