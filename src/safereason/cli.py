@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from safereason.commands.analyze import app as analyze_app
+from safereason.commands.attack import attack_app
 from safereason.commands.common import (
     _judge_options,
     _quiet_libraries,
@@ -333,6 +334,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(compare_app)
 app.add_typer(steer_app)
 app.add_typer(serve_app)
+app.add_typer(attack_app, name="attack")
 app.add_typer(analyze_app, name="analyze")
 
 

@@ -46,7 +46,14 @@ from safereason.metrics import status_counts
 from safereason.models import Backend, Completion, SamplingParams, build_backend
 from safereason.models.presets import preset_record
 from safereason.reasoning import get_format
-from safereason.reasoning.controls import control_prefill, images_of, more_think, morethink_stats, shortfalls
+from safereason.reasoning.controls import (
+    control_prefill,
+    images_of,
+    more_think,
+    morethink_stats,
+    prompt_prefill,
+    shortfalls,
+)
 from safereason.reasoning.formats import ReasoningFormat
 from safereason.records import Prompt, Sample
 from safereason.rundir import RunDir
@@ -178,7 +185,7 @@ def _prepare(config: EvalConfig, run: RunDir, prompts: list[Prompt], *, backend:
     check_template_keeps_messages(probe, sentinel=PROBE, model=config.model,
                                   system_prompt=defense.system_prompt(config.system_prompt) if defense
                                   else config.system_prompt)
-    prompt_texts = [render(backend, config, fmt, p.prompt, template_kwargs, defense, images=p.images)
+    prompt_texts = [render(backend, config, fmt, p.prompt, template_kwargs, defense, images=p.images, meta=p.meta)
                     for p in prompts]
     limit = context_limit(backend, config.backend_options)
     n_prompt_tokens, long = count_within_context(backend, [p.id for p in prompts], prompt_texts,
@@ -313,9 +320,10 @@ def effective_thinking(config: EvalConfig, defense: Defense | None) -> str:
 
 
 def render(backend: Backend, config: EvalConfig, fmt: ReasoningFormat, prompt: str,
-           template_kwargs: dict[str, Any], defense: Defense | None = None, images: Sequence[str] = ()) -> str:
+           template_kwargs: dict[str, Any], defense: Defense | None = None, images: Sequence[str] = (),
+           meta: dict[str, Any] | None = None) -> str:
     """The exact prompt text: chat template (with any defense system prompt), think_prefill, the thinking
-    control, a defense's prefix, then prefill."""
+    control, a defense's prefix, prefill, then the prompt's own prefill (``meta``: see ``prompt_prefill``)."""
     system = defense.system_prompt(config.system_prompt) if defense is not None else config.system_prompt
     extra: dict[str, Any] = {"images": list(images)} if images else {}  # only multimodal backends take it
     text = backend.render_prompt(prompt, system_prompt=system, prefill=config.think_prefill or "",
@@ -323,7 +331,8 @@ def render(backend: Backend, config: EvalConfig, fmt: ReasoningFormat, prompt: s
     text += control_prefill(effective_thinking(config, defense), fmt, text, config.less_think_text)
     if defense is not None:
         text += defense.prefill(fmt, text)
-    return text + (config.prefill or "")
+    text += config.prefill or ""
+    return text + (prompt_prefill(fmt, text, meta) if meta else "")
 
 
 # -- public API ------------------------------------------------------------------------------------

@@ -68,3 +68,38 @@ def control_prefill(mode: str, fmt: ReasoningFormat, prompt_text: str, less_thin
         return "\n" + body.lstrip("\n")
     # an open block holding only whitespace: complete it to "<think>" + body without doubling newlines
     return body[len(tail):] if body.startswith(tail) else body.lstrip("\n")
+
+
+#: A prompt's own prefill, read from its ``meta`` (an adversarial file's columns): the text, and where it goes.
+PREFILL_META = "prefill"
+PREFILL_WHERE_META = "prefill_where"
+#: ``answer``: the answer starts with the text (an open thinking block is closed first, empty, as ZeroThink does);
+#: ``thought``: the thinking starts (or goes on) with it; ``end``: appended as is, like ``--prefill``.
+PREFILL_WHERE = ("answer", "thought", "end")
+
+
+def prompt_prefill(fmt: ReasoningFormat, prompt_text: str, meta: dict[str, object]) -> str:
+    """What a prompt's own prefill (``meta["prefill"]``, placed by ``meta["prefill_where"]``) appends after the
+    rendered prompt; ``""`` when the prompt has none. The prefilling attack writes these columns."""
+    text = meta.get(PREFILL_META)
+    if text is None or text == "":
+        return ""
+    where = meta.get(PREFILL_WHERE_META, "end")
+    if not isinstance(text, str) or where not in PREFILL_WHERE:
+        raise ConfigError(f"a prompt's {PREFILL_META!r} must be text and its {PREFILL_WHERE_META!r} one of "
+                          f"{', '.join(PREFILL_WHERE)}; got {text!r} at {where!r}")
+    if where == "end":
+        return text
+    if where == "thought":
+        if not fmt.has_thinking:
+            raise ConfigError(f"a thought prefill needs a reasoning format with thinking markers, not {fmt.name!r}")
+        assert fmt.think_start is not None
+        if fmt.opened_in_prompt(prompt_text):
+            return text
+        if fmt.closed_in_prompt(prompt_text):
+            raise ConfigError("a thought prefill cannot go into a prompt whose thinking is already closed "
+                              "(thinking zero/less, or thinking disabled in the template)")
+        return fmt.think_start + "\n" + text
+    # answer: close a thinking block the prompt left open (an empty thought), then the text
+    closing = control_prefill("zero", fmt, prompt_text) if fmt.opened_in_prompt(prompt_text) else ""
+    return closing + text

@@ -11,9 +11,11 @@ from safereason.data.sets import (
     humaneval,
     jailbreakbench,
     mm_safetybench,
+    rainbow,
     smoke,
     strongreject,
     tars,
+    tars_adversarial,
     utility,
     wildjailbreak,
     xstest,
@@ -23,6 +25,6 @@ from safereason.data.spec import BENCHMARKS
 for _spec in (
     smoke.SPEC, *strongreject.SPECS, *harmbench.SPECS, xstest.SPEC, *jailbreakbench.SPECS, advbench.SPEC,
     *utility.SPECS, aime2024.SPEC, humaneval.SPEC, wildjailbreak.SPEC, *figstep.SPECS, *mm_safetybench.SPECS,
-    *tars.SPECS,
+    *tars.SPECS, tars_adversarial.SPEC, rainbow.SPEC,
 ):
     BENCHMARKS.add(_spec.name, _spec)
