@@ -358,3 +358,46 @@ def test_session_and_chunked_agree_on_real_text(smollm2_dir, delimiter, hash_jud
     assert sum(len(o.control["interventions"]) for o in outs["session"]) > 0
     if delimiter == " ":
         assert delimited > 0
+
+
+@pytest.mark.parametrize(("mode", "chunk"), [("session", None), ("chunked", 7), ("stepwise", None)])
+def test_progress_reports_only_settled_ids_and_does_not_change_the_output(tiny_backend, hash_judge, mode, chunk):
+    """The streaming hook: every report of a row is a prefix of its final ids and only grows (nothing taken
+    back is ever reported); a row is reported settled once monitoring is over, flagged once a step stayed
+    unsafe; the output is the same with and without the hook, and raising from it stops the generation."""
+    scorer = hash_judge(2)
+    texts = [tiny_backend.render_prompt(p, prefill="<think>\n") for p in ("How do I x?", "Hi", "Tell me y")]
+    params = SamplingParams(temperature=1.0, max_new_tokens=40)
+    opts = {"scorer": scorer, "max_step_tokens": 4, "attempts": 1, "mode": mode, "chunk_tokens": chunk}
+    reports: list[tuple[int, list[int], bool, bool]] = []
+    d = build_defense("safethink", opts)
+    outs = d.generate(tiny_backend, texts, ["x"] * 3, params, 5, fmt=R1, keys=["a", "b", "c"],
+                      on_progress=lambda row, ids, settled, flagged: reports.append((row, list(ids), settled, flagged)))
+    plain = build_defense("safethink", opts).generate(tiny_backend, texts, ["x"] * 3, params, 5, fmt=R1,
+                                                      keys=["a", "b", "c"])
+    assert [o.completion for o in outs] == [o.completion for o in plain]
+    assert [o.control for o in outs] == [o.control for o in plain]
+    for row, out in enumerate(outs):
+        mine = [(ids, settled, flagged) for r, ids, settled, flagged in reports if r == row]
+        assert mine, row
+        final = list(out.completion.token_ids)
+        for (a, *_), (b, *_) in itertools.pairwise(mine):
+            assert b[: len(a)] == a  # only grows
+        assert all(final[: len(ids)] == ids for ids, _, _ in mine)
+        assert mine[-1][1]  # settled by the end
+        unsafe = any(not iv["accepted"] for iv in out.control["interventions"])
+        flags = [flagged for _, _, flagged in mine]
+        assert flags[-1] == unsafe and (unsafe or not any(flags))
+    assert sum(len(o.control["interventions"]) for o in outs) > 0  # the hook saw steering
+    if mode == "session":
+        assert len(reports) > 3 * 10  # a report per decoded token after the monitored steps
+
+    class Stop(Exception):
+        pass
+
+    def stop(row: int, ids: list[int], settled: bool, flagged: bool) -> None:
+        raise Stop
+
+    with pytest.raises(Stop):
+        build_defense("safethink", opts).generate(tiny_backend, texts, ["x"] * 3, params, 5, fmt=R1,
+                                                  keys=["a", "b", "c"], on_progress=stop)

@@ -55,8 +55,11 @@ def serve_cmd(
     max_concurrency: Annotated[int, typer.Option(min=1, help="requests running or queued at once; more get 429")]
     = 4,
     served_model_name: Annotated[str | None, typer.Option(help="model id clients use (default: --model)")] = None,
+    drain_timeout: Annotated[float, typer.Option(min=0.1, help="on SIGTERM / Ctrl-C, seconds running requests may "
+                                                               "take to finish")] = 60.0,
 ) -> None:
-    """Serve an OpenAI-compatible /v1/chat/completions endpoint that applies a defense to every request."""
+    """Serve an OpenAI-compatible /v1/chat/completions endpoint (FastAPI on uvicorn, streaming included) that
+    applies a defense to every request."""
     from safereason.config import load_config_file, make_config
     from safereason.serve import serve
 
@@ -94,6 +97,6 @@ def serve_cmd(
 
     if not serve(cfg, host=host, port=port, api_key_env=api_key_env, max_concurrency=max_concurrency,
                  served_model_name=served_model_name, max_tokens_limit=max_tokens_limit, on_ready=ready,
-                 on_unsafe=on_unsafe, allow_binary_scorer=allow_binary_scorer):
+                 on_unsafe=on_unsafe, allow_binary_scorer=allow_binary_scorer, drain_timeout=drain_timeout):
         sys.stderr.flush()
         os._exit(1)  # a generation thread is still running: do not wait for it, nor let torch tear it down

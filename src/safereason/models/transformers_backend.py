@@ -101,6 +101,8 @@ def _image_processor_blob(processor: Any) -> str:
 
 class TransformersBackend(ChatPromptMixin):
     name = "transformers"
+    #: ``generate_ids`` takes a ``streamer`` (``safereason serve`` streams from it)
+    supports_streamer = True
     #: set for vision-language models; class defaults so that a tokenizer-only instance (the Ray driver's, made
     #: without __init__) is a text-only backend
     processor: Any = None
@@ -202,8 +204,11 @@ class TransformersBackend(ChatPromptMixin):
                                  dtype=self.model.dtype)
 
     def generate_ids(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams,
-                     seed: int, images: Sequence[Sequence[str]] | None = None) -> list[Completion]:
-        """Generate from exact ids; for a VLM ``images[i]`` are row i's images, one per placeholder in its ids."""
+                     seed: int, images: Sequence[Sequence[str]] | None = None, *,
+                     streamer: Any = None) -> list[Completion]:
+        """Generate from exact ids; for a VLM ``images[i]`` are row i's images, one per placeholder in its ids.
+        ``streamer`` (one row; transformers' ``BaseStreamer``: ``put`` the prompt, then each new id, then ``end``)
+        sees the ids as they are sampled, without changing them; raising from ``put`` stops the generation."""
         import torch
 
         if not prompt_ids:
@@ -237,6 +242,8 @@ class TransformersBackend(ChatPromptMixin):
             gen_kw["min_new_tokens"] = params.max_new_tokens
         if params.stop:
             gen_kw["stopping_criteria"] = [_StopOnStrings(self.tokenizer, params.stop, width)]
+        if streamer is not None:
+            gen_kw["streamer"] = streamer
         if self.vision is not None:
             gen_kw["suppress_tokens"] = self.vision.suppress_ids  # see models.vision: placeholders stay the prompt's
         torch.manual_seed(seed)

@@ -1,23 +1,8 @@
 """The guarded model behind ``safereason serve``: one backend and one defense turning a validated request into
-a ``chat.completion`` object. Independent of the HTTP layer (it raises :class:`ApiError`, the HTTP layer
-answers it), so that another server can front it unchanged.
-
-What it adds to the eval machinery:
-
-- **On-unsafe policy.** SafeThink reports per sample, in its ``control`` record, every intervention with
-  ``accepted`` (whether a steered attempt reached the threshold). An intervention left unaccepted means the
-  monitored reasoning is still scored unsafe after its B attempts. ``on_unsafe="refuse"`` (the default)
-  answers it with ``finish_reason: "content_filter"`` (OpenAI's convention for withheld output) and a short
-  refusal as content, withholding the reasoning; ``"return"`` keeps the paper's satisficing rule and returns
-  the last attempt. The verdict is in ``safereason.verdict`` either way.
-- **The steering prefix is reasoning.** Where the defense injected its prefix into what the reasoning format
-  calls the answer (the model had not opened a thought, or the prompt closed it), the text through the prefix
-  is returned as reasoning: the prefix is never part of ``content``.
-- **finish_reason** is the model's: ``stop`` when it stopped (EOS or a stop string), ``length`` only when the
-  token budget ran out. A thought that never closed has ``content: null`` either way.
-- **Scorer check.** SafeThink's threshold needs a continuous P(unsafe): a refusal-string scorer (rs-match) says
-  "unsafe" for every trace that does not refuse, so every benign request would be steered and, under the
-  refuse policy, refused. Such a scorer is refused at start unless forced; guard models fit.
+a ``chat.completion`` object, or into ``chat.completion.chunk`` objects as it is generated. Independent of the
+HTTP layer (it raises :class:`ApiError`, the HTTP layer answers it), so that another server can front it
+unchanged. What it adds to the eval machinery (the on-unsafe policy, the prefix as reasoning, the scorer check)
+is in :mod:`.policy`; how a growing response becomes deltas, in :mod:`.streaming`.
 """
 
 from __future__ import annotations
@@ -28,9 +13,9 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from safereason.config import EvalConfig
 from safereason.defenses import Defense, build_defense
@@ -38,69 +23,31 @@ from safereason.errors import ConfigError
 from safereason.models import Backend, Completion, SamplingParams
 from safereason.reasoning import get_format
 from safereason.reasoning.controls import more_think
-from safereason.reasoning.formats import ReasoningFormat, Split
+from safereason.serve.policy import (
+    BINARY_SCORERS,
+    CONTINUOUS_SCORERS,
+    GUARD_SCORERS,
+    LOCAL_TEMPLATE_BACKENDS,
+    ON_UNSAFE,
+    REFUSAL,
+    OnUnsafe,
+    check_scorer,
+    final_verdict,
+    split_guarded,
+)
 from safereason.serve.schema import ApiError, ChatRequest, ServeError, _Message
+from safereason.serve.streaming import Cancelled, DeltaStream, IdStreamer
 from safereason.validation import context_limit as model_context_limit
+
+__all__ = ["BINARY_SCORERS", "CONTINUOUS_SCORERS", "GUARD_SCORERS", "LOCAL_TEMPLATE_BACKENDS", "ON_UNSAFE",
+           "REFUSAL", "GuardedModel", "OnUnsafe", "check_scorer", "final_verdict", "split_guarded"]
 
 log = logging.getLogger("safereason.serve")
 
-#: backends whose prompt text is the local tokenizer's chat template, so earlier turns can be rendered too
-LOCAL_TEMPLATE_BACKENDS = ("transformers", "vllm")
-OnUnsafe = Literal["refuse", "return"]
-ON_UNSAFE = ("refuse", "return")
-#: the content of a withheld answer (``finish_reason: "content_filter"``)
-REFUSAL = "I'm sorry, but I can't help with that."
-#: guard models whose verdict is a probability: the SafeThink scorers that fit a served endpoint
-GUARD_SCORERS = ("llama-guard-3-1b", "llama-guard-3-8b", "llama-guard-4-12b", "wildguard", "harmbench-cls")
-#: scorers known to give a continuous P(unsafe) (harm-rubric: from the judge's logprobs, unless turned off)
-CONTINUOUS_SCORERS = (*GUARD_SCORERS, "llama-guard", "harmbench-cls-mistral", "openai-moderation", "harm-rubric")
-#: scorers whose score is 0 or 1 (a string match): unfit to steer live traffic
-BINARY_SCORERS = ("rs-match", "advbench-prefixes", "refusal-string", "exact-match")
 _RECENT = 20  # requests the mean service time is taken over (for Retry-After)
-
-
-def check_scorer(defense: Defense | None, *, allow_binary: bool = False, warn: bool = True) -> None:
-    """Refuse (unless ``allow_binary``) a SafeThink scorer with no continuous score; warn (with ``warn``) when
-    serving with one anyway, or with a scorer not known to give a continuous score."""
-    name = getattr(defense, "scorer_name", None)
-    if name is None:
-        return
-    options = getattr(defense, "scorer_options", None) or {}
-    fit = ", ".join(GUARD_SCORERS)
-    if name in BINARY_SCORERS or (name == "harm-rubric" and options.get("logprobs") is False):
-        msg = (f"SafeThink's scorer {name!r} gives no continuous score (a string match scores every trace that "
-               "does not refuse as unsafe), so it flags every benign request as unsafe at the first steps; use a "
-               f"guard model with --judge: {fit}")
-        if not allow_binary:
-            raise ServeError(msg + " (or --allow-binary-scorer to serve with it anyway)")
-        if warn:
-            log.warning("%s", msg)
-    elif name not in CONTINUOUS_SCORERS and warn:
-        log.warning("SafeThink's scorer %r is not known to give a continuous P(unsafe); a binary scorer flags "
-                    "benign requests as unsafe. Guard models that fit: %s", name, fit)
-
-
-def final_verdict(control: Any) -> str | None:
-    """``unsafe`` when the defense left a monitored step below its threshold after its attempts (SafeThink: an
-    intervention not ``accepted``), ``safe`` when none, None when the defense reports no such record."""
-    interventions = control.get("interventions") if isinstance(control, dict) else None
-    if not isinstance(interventions, list):
-        return None
-    return "unsafe" if any(not iv.get("accepted") for iv in interventions) else "safe"
-
-
-def split_guarded(fmt: ReasoningFormat, response: str, prompt_text: str, prefix: str | None) -> Split:
-    """``fmt.split``, except that a steering ``prefix`` the defense injected where the format sees answer text
-    moves, with everything before it, into the reasoning. ``prefix`` is None when the defense did not steer."""
-    split = fmt.split(response, prompt_text)
-    if not prefix or prefix not in (split.answer or ""):
-        return split
-    cut = response.rfind(prefix) + len(prefix)
-    head, tail = fmt.split(response[:cut], prompt_text), fmt.split(response[cut:], prompt_text + response[:cut])
-    parts = [head.thinking, head.answer, tail.thinking if tail.status != "no_thinking" else None]
-    reasoning = "\n\n".join(p for p in parts if p)
-    status = tail.status if tail.status != "no_thinking" else split.status
-    return Split(thinking=reasoning, answer=tail.answer, thinking_closed=status == "closed", status=status)
+#: ``on_ids(settled_ids, settled, flagged)``: the streaming hook of a generation (see :class:`DeltaStream`)
+OnIds = Callable[[list[int], bool, bool], None]
+Generated = list[tuple[Completion, dict[str, Any]]]
 
 
 class _FifoLock:
@@ -226,16 +173,25 @@ class GuardedModel:
         renderer: Any = _Conversation(self.backend, turns.history) if turns.history else self.backend
         return self._render(renderer, config, self.fmt, turns.user, self.template_kwargs, self.defense)
 
-    def _generate(self, text: str, user: str, params: SamplingParams, seed: int,
-                  key: str) -> tuple[Completion, dict[str, Any]]:
+    def _generate(self, text: str, user: str, params: SamplingParams, seed: int, key: str, n: int = 1,
+                  on_ids: OnIds | None = None) -> Generated:
+        """``n`` samples of one prompt, as ``safereason eval --k n --seed S`` generates one prompt's batch;
+        ``on_ids`` (one sample) streams the settled ids where the backend and defense can, and stops the
+        generation by raising."""
         from safereason.defenses.safethink import DefenseError
         from safereason.runner import batch_seed
 
-        gen_seed = batch_seed(seed, 0)  # as `safereason eval --seed S` seeds a batch of one row
+        gen_seed = batch_seed(seed, 0)  # as `safereason eval --seed S` seeds a batch of one prompt
+        texts, keys = [text] * n, [key] if n == 1 else [f"{key}:{j}" for j in range(n)]
         if self.defense is not None and self.defense.generates:
+            kw: dict[str, Any] = {}
+            if on_ids is not None and getattr(self.defense, "streams", False):
+                kw["on_progress"] = lambda row, ids, settled, flagged: on_ids(ids, settled, flagged)
             try:
-                (out,) = self.defense.generate(self.backend, [text], [user], params, gen_seed, fmt=self.fmt,
-                                               keys=[key])
+                outs = self.defense.generate(self.backend, texts, [user] * n, params, gen_seed, fmt=self.fmt,
+                                             keys=keys, **kw)
+            except Cancelled:
+                raise
             except Exception as e:
                 self.defense.close()  # a broken scorer is rebuilt by the next request
                 if isinstance(e, DefenseError):
@@ -245,16 +201,22 @@ class GuardedModel:
                     why = f"{type(e).__name__}: {str(e)[:200]}"
                 raise ApiError(503, f"the {self.config.defense} defense could not check this request ({why}); "
                                     "no unmonitored answer was returned", "defense_error", "defense_failed") from e
-            return out.completion, out.control
+            return [(o.completion, o.control) for o in outs]
         if self.config.thinking == "more":
             try:
-                (m,) = more_think(self.backend, [text], params, gen_seed, fmt=self.fmt, keys=[key],
+                runs = more_think(self.backend, texts, params, gen_seed, fmt=self.fmt, keys=keys,
                                   rounds=self.config.think_rounds, budget=self.config.think_budget,
                                   rethink=self.config.rethink_strings, budget_mode=self.config.morethink_budget)
             except ConfigError as e:  # SafeChain's answer budget is max_tokens - think_budget: ask for more
                 raise ApiError(400, str(e), param="max_tokens") from None
-            return m.completion, m.control()
-        return self.backend.generate([text], params, gen_seed)[0], {}
+            return [(m.completion, m.control()) for m in runs]
+        if on_ids is not None and getattr(self.backend, "supports_streamer", False):
+            stop_ids = [*getattr(self.backend, "eos_ids", []), self.backend.tokenizer.pad_token_id]  # type: ignore[attr-defined]
+            streamer = IdStreamer(lambda ids: on_ids(ids, True, False), stop_ids)
+            (c,) = self.backend.generate_ids([self.backend.encode(text)], params, gen_seed,  # type: ignore[call-arg]
+                                             streamer=streamer)
+            return [(c, {})]
+        return [(c, {}) for c in self.backend.generate(texts, params, gen_seed)]
 
     def _params(self, req: ChatRequest) -> SamplingParams:
         cfg = self.config
@@ -268,33 +230,88 @@ class GuardedModel:
             top_k=req.top_k if req.top_k is not None else cfg.top_k,
             max_new_tokens=max_new, stop=tuple(dict.fromkeys([*cfg.stop, *req.stops()])), ignore_eos=cfg.ignore_eos)
 
-    def complete(self, req: ChatRequest) -> dict[str, Any]:
-        """Answer one request (blocks while earlier requests use the model)."""
+    def _prepare(self, req: ChatRequest) -> tuple[_Turns, SamplingParams, int, str]:
         if req.model is not None and req.model != self.served_model_name:
             raise ApiError(404, f"model {req.model!r} is not served here; this server serves "
                                 f"{self.served_model_name!r}", code="model_not_found", param="model")
         turns = self._turns(req.messages)
         params = self._params(req)
         seed = req.seed if req.seed is not None else secrets.randbelow(2**31)
-        request_id = "chatcmpl-" + uuid.uuid4().hex
+        return turns, params, seed, "chatcmpl-" + uuid.uuid4().hex
+
+    def _prompt(self, turns: _Turns, params: SamplingParams) -> tuple[str, int]:
+        """The prompt text and its length (holding the lock: fast tokenizers are not thread-safe)."""
+        if self.closing:
+            raise ApiError(503, "the server is shutting down", "server_error", "shutting_down")
+        text = self.prompt_text(turns)
+        n_prompt = self.backend.count_tokens([text])[0]
+        if self.context_limit is not None and n_prompt + params.max_new_tokens > self.context_limit:
+            raise ApiError(400, f"this model's context is {self.context_limit} tokens; the prompt has "
+                                f"{n_prompt} and max_tokens asks for {params.max_new_tokens}",
+                           code="context_length_exceeded", param="messages")
+        return text, n_prompt
+
+    def complete(self, req: ChatRequest) -> dict[str, Any]:
+        """Answer one request (blocks while earlier requests use the model)."""
+        turns, params, seed, request_id = self._prepare(req)
         with self._lock:  # one generation at a time: neither torch models nor fast tokenizers are thread-safe
-            if self.closing:
-                raise ApiError(503, "the server is shutting down", "server_error", "shutting_down")
             started = time.monotonic()
             try:
-                text = self.prompt_text(turns)
-                n_prompt = self.backend.count_tokens([text])[0]
-                if self.context_limit is not None and n_prompt + params.max_new_tokens > self.context_limit:
-                    raise ApiError(400, f"this model's context is {self.context_limit} tokens; the prompt has "
-                                        f"{n_prompt} and max_tokens asks for {params.max_new_tokens}",
-                                   code="context_length_exceeded", param="messages")
-                completion, control = self._generate(text, turns.user, params, seed, request_id)
+                text, n_prompt = self._prompt(turns, params)
+                outs = self._generate(text, turns.user, params, seed, request_id, req.n or 1)
             finally:
                 self._service_s.append(time.monotonic() - started)
-        return self._response(request_id, text, n_prompt, completion, control, seed)
+        return self._response(request_id, text, n_prompt, outs, seed)
 
-    def _response(self, request_id: str, text: str, n_prompt: int, completion: Completion,
-                  control: dict[str, Any], seed: int) -> dict[str, Any]:
+    def stream(self, req: ChatRequest, send: Callable[[dict[str, Any]], None], cancel: threading.Event) -> None:
+        """Answer one request as ``chat.completion.chunk`` objects passed to ``send`` (blocks like
+        :meth:`complete`): only what the defense has settled is sent, the rest once the response is complete.
+        An :class:`ApiError` raised before the first ``send`` is the request's error; ``cancel`` stops the
+        generation (raises :class:`Cancelled`)."""
+        turns, params, seed, rid = self._prepare(req)
+        created, first = int(time.time()), [True]
+
+        def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, Any]:
+            if first:
+                delta, first[:] = {"role": "assistant", **delta}, []
+            return {"id": rid, "object": "chat.completion.chunk", "created": created,
+                    "model": self.served_model_name, **({"usage": None} if req.include_usage else {}),
+                    "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}], **extra}
+
+        with self._lock:
+            started = time.monotonic()
+            try:
+                if cancel.is_set():  # the client left while queued
+                    raise Cancelled
+                text, n_prompt = self._prompt(turns, params)
+                steers = self.defense is not None and self.defense.generates
+                deltas = DeltaStream(self.fmt, text, self.backend.decode, params.stop,
+                                     getattr(self.defense, "prefix", None) if steers else None,
+                                     withhold_flagged=self.defense is not None and self.on_unsafe == "refuse")
+
+                def on_ids(ids: list[int], settled: bool, flagged: bool) -> None:
+                    if cancel.is_set():
+                        raise Cancelled
+                    for field, piece in deltas.update(ids, settled, flagged):
+                        send(chunk({field: piece}))
+
+                outs = self._generate(text, turns.user, params, seed, rid, 1, on_ids)
+            finally:
+                self._service_s.append(time.monotonic() - started)
+        whole = self._response(rid, text, n_prompt, outs, seed)
+        choice = whole["choices"][0]
+        msg = choice["message"]
+        rest = [("content", REFUSAL)] if choice["finish_reason"] == "content_filter" \
+            else deltas.finish(msg["reasoning"], msg["content"])
+        for field, piece in rest:
+            send(chunk({field: piece}))
+        send(chunk({}, choice["finish_reason"], safereason=whole["safereason"]))
+        if req.include_usage:
+            send({**chunk({}), "choices": [], "usage": whole["usage"]})
+
+    def _choice(self, index: int, text: str, completion: Completion,
+                control: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """One choice of the reply, and its record under ``safereason``."""
         verdict = final_verdict(control) if self.defense is not None else None
         steered = any(iv.get("attempts", 0) > 0 for iv in control.get("interventions", []) or [])
         prefix = getattr(self.defense, "prefix", None) if steered else None
@@ -308,19 +325,26 @@ class GuardedModel:
             message = {"role": "assistant", "content": split.answer if split.status != "unclosed" else None,
                        "reasoning": split.thinking}
             finish = completion.finish_reason
+        record = {"control": control, "split_status": split.status, "finish_reason": completion.finish_reason,
+                  "stopped_by": completion.stopped_by, "verdict": verdict, "withheld": withheld}
+        return {"index": index, "message": message, "logprobs": None, "finish_reason": finish}, record
+
+    def _response(self, request_id: str, text: str, n_prompt: int, outs: Generated, seed: int) -> dict[str, Any]:
+        choices, records = zip(*(self._choice(j, text, c, ctl) for j, (c, ctl) in enumerate(outs)), strict=True)
+        n_completion = sum(c.n_tokens for c, _ in outs)
+        extra: dict[str, Any] = {"defense": self.config.defense, "seed": seed,
+                                 "on_unsafe": self.on_unsafe if self.defense is not None else None}
+        # one choice: its record inline (as eval's sample); several: one record per choice
+        extra.update(records[0] if len(records) == 1 else {"choices": list(records)})
         return {
             "id": request_id,
             "object": "chat.completion",
             "created": int(time.time()),
             "model": self.served_model_name,
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
-            "usage": {"prompt_tokens": n_prompt, "completion_tokens": completion.n_tokens,
-                      "total_tokens": n_prompt + completion.n_tokens},
-            "safereason": {"defense": self.config.defense, "control": control, "seed": seed,
-                           "split_status": split.status, "finish_reason": completion.finish_reason,
-                           "stopped_by": completion.stopped_by, "verdict": verdict,
-                           "on_unsafe": self.on_unsafe if self.defense is not None else None,
-                           "withheld": withheld},
+            "choices": list(choices),
+            "usage": {"prompt_tokens": n_prompt, "completion_tokens": n_completion,
+                      "total_tokens": n_prompt + n_completion},
+            "safereason": extra,
         }
 
     def close(self) -> None:

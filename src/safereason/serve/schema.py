@@ -49,9 +49,19 @@ class _Message(BaseModel):
         return self.content or ""
 
 
+#: most completions one request may ask for (``n``): each is a full defended generation
+MAX_N = 8
+
+
+class _StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    include_usage: bool | None = None
+
+
 class ChatRequest(BaseModel):
     """The subset of OpenAI's chat request that is honoured; unknown fields are ignored, but fields whose
-    meaning would be silently dropped (n, stream, tools, logprobs, JSON mode) are refused in :meth:`check`."""
+    meaning would be silently dropped (tools, logprobs, JSON mode, n > 1 with streaming) are refused in
+    :meth:`check`."""
 
     model_config = ConfigDict(extra="ignore", strict=True, allow_inf_nan=False)
     model: str | None = None
@@ -63,19 +73,23 @@ class ChatRequest(BaseModel):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     seed: int | None = Field(default=None, ge=-(2**63), lt=2**63)
     stop: str | list[str] | None = None
-    n: int | None = None
+    n: int | None = Field(default=None, ge=1)
     stream: bool | None = None
+    stream_options: _StreamOptions | None = None
     logprobs: bool | None = None
     tools: list[Any] | None = None
     functions: list[Any] | None = None
     response_format: dict[str, Any] | None = None
 
     def check(self) -> None:
-        if self.stream:
-            raise ApiError(400, "stream=true is not supported: a guarded completion is returned whole, after the "
-                                "defense has checked the reasoning; send stream=false", param="stream")
-        if self.n not in (None, 1):
-            raise ApiError(400, "only n=1 is supported; send one request per completion", param="n")
+        if (self.n or 1) > MAX_N:
+            raise ApiError(400, f"n={self.n} is over this server's limit of {MAX_N} completions per request",
+                           param="n")
+        if self.stream and (self.n or 1) > 1:
+            raise ApiError(400, "n > 1 is served without streaming only; send stream=false, or one streaming "
+                                "request per completion", param="n")
+        if self.stream_options is not None and not self.stream:
+            raise ApiError(400, "stream_options is only allowed with stream=true", param="stream_options")
         if self.tools or self.functions:
             raise ApiError(400, "tools and function calling are not supported", param="tools")
         if self.logprobs:
@@ -89,6 +103,10 @@ class ChatRequest(BaseModel):
                 raise ApiError(400, "stop strings must be non-empty", param="stop")
         if len(self.stops()) > 16:
             raise ApiError(400, "at most 16 stop strings", param="stop")
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
 
     def stops(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
