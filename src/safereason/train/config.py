@@ -158,17 +158,17 @@ def load_sft_config(path: str | Path | None, **overrides: Any) -> SFTRunConfig:
 
 # -- the run directory -----------------------------------------------------------------------------
 
-def check_run_dir(cfg: SFTRunConfig, data_sha256: str) -> bool:
+def check_run_dir(cfg: Any, data_sha256: str) -> bool:
     """Refuse a run directory made with another config or other data (naming what differs); True when it
-    was made by this config (a resume), False when it is new."""
-    out = cfg.out
+    was made by this config (a resume), False when it is new. ``cfg`` is any run config (SFT, GRPO, DPO)."""
+    out, kind = cfg.out, getattr(cfg, "KIND", "SFT")
     stored_path = out / "config.yaml"
     if not stored_path.exists():
         if out.exists() and any(out.iterdir()):
-            raise RunDirError(f"{out} is not empty and holds no SFT run (no config.yaml); use a new --out directory")
+            raise RunDirError(f"{out} is not empty and holds no {kind} run (no config.yaml); use a new --out directory")
         return False
     try:
-        stored = SFTRunConfig(**(yaml.safe_load(stored_path.read_text(encoding="utf-8")) or {}))
+        stored = type(cfg)(**(yaml.safe_load(stored_path.read_text(encoding="utf-8")) or {}))
     except (OSError, yaml.YAMLError, ValidationError, TypeError) as e:
         raise RunDirError(f"cannot read {stored_path} ({type(e).__name__}); use a new --out directory") from None
     old, new = stored.identity(), cfg.identity()

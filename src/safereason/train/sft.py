@@ -17,13 +17,15 @@ from __future__ import annotations
 import json
 import logging
 import shlex
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safereason.errors import ModelLoadError
 from safereason.hashing import sha256_file
+from safereason.train.common import last_checkpoint, load_tokenizer, peft_config, read_train_log, save_final_model
+from safereason.train.common import load_model as _load_model
+from safereason.train.common import precision as _precision
+from safereason.train.common import trim_train_log as _trim_train_log
 from safereason.train.config import SFTRunConfig, check_run_dir, require_train_extra, write_atomic
 from safereason.train.render import Example, build_examples, eval_config, read_rows
 
@@ -64,78 +66,7 @@ def _train_log_callback(path: Path) -> Any:
     return TrainLogCallback()
 
 
-def read_train_log(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def _trim_train_log(path: Path, step: int) -> None:
-    """Keep only entries up to ``step`` (the checkpoint resumed from): the steps after it are trained again."""
-    kept = [r for r in read_train_log(path) if r["step"] <= step]
-    write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
-
-
-def last_checkpoint(folder: Path) -> tuple[Path, int] | None:
-    """The newest checkpoint whose trainer state was written (the Trainer writes it last), with its step."""
-    found = []
-    for d in folder.glob("checkpoint-*") if folder.is_dir() else []:
-        try:
-            state = json.loads((d / "trainer_state.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue  # cut short by a kill
-        found.append((int(state["global_step"]), d))
-    if not found:
-        return None
-    step, d = max(found)
-    return d, step
-
-
 # -- model and trainer -------------------------------------------------------------------------------
-
-def _precision(cfg: SFTRunConfig) -> tuple[str, dict[str, bool]]:
-    """(dtype the weights are loaded in, SFTConfig precision flags)."""
-    import torch
-
-    dtype = cfg.dtype
-    if dtype == "auto":
-        dtype = "bfloat16" if cfg.device != "cpu" and torch.cuda.is_available() else "float32"
-    if dtype == "bfloat16":
-        return "bfloat16", {"bf16": True, "fp16": False}
-    if dtype == "float16":  # fp16 mixed precision keeps float32 master weights
-        return "float32", {"bf16": False, "fp16": True}
-    return "float32", {"bf16": False, "fp16": False}
-
-
-def _load_tokenizer(cfg: SFTRunConfig) -> tuple[Any, str]:
-    from transformers import AutoTokenizer
-
-    from safereason.models.resolve import resolve_model
-
-    resolved = resolve_model(cfg.model)
-    kw = {"revision": resolved.revision} if resolved.revision else {}
-    try:
-        tok = AutoTokenizer.from_pretrained(resolved.path, **kw)
-    except (OSError, ValueError) as e:
-        raise ModelLoadError(f"could not load the tokenizer of {cfg.model!r}: {e}") from None
-    if cfg.chat_template is not None:
-        tok.chat_template = cfg.chat_template
-    return tok, resolved.path
-
-
-def _load_model(path: str, cfg: SFTRunConfig, dtype: str) -> Any:
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from safereason.models.resolve import resolve_model
-
-    revision = resolve_model(cfg.model).revision
-    kw = {"revision": revision} if revision else {}
-    try:
-        return AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), **kw)
-    except (OSError, ValueError) as e:
-        raise ModelLoadError(f"could not load model {cfg.model!r}: {e}") from None
-
 
 def _dataset(examples: list[Example]) -> Any:
     from datasets import Dataset
@@ -158,27 +89,6 @@ def sft_args(cfg: SFTRunConfig, *, progress: bool = True) -> Any:
         include_num_input_tokens_seen="non_padding", disable_tqdm=not progress, report_to="none",
         **precision, **cfg.trl,
     )
-
-
-def peft_config(cfg: SFTRunConfig) -> Any:
-    """A LoRA config from the flags, or None for a full fine-tune (TRL's ``get_peft_config`` pattern)."""
-    if not cfg.lora:
-        return None
-    from peft import LoraConfig
-
-    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=cfg.lora_target_modules or "all-linear", task_type="CAUSAL_LM")
-
-
-def _merge_adapter(base_path: str, adapter_dir: Path, target: Path, cfg: SFTRunConfig, dtype: str,
-                   tokenizer: Any) -> None:
-    """The LoRA adapter merged into freshly loaded base weights: a plain model directory for any backend
-    (read from disk, so it works the same after DDP, FSDP or DeepSpeed training)."""
-    from peft import PeftModel
-
-    merged = PeftModel.from_pretrained(_load_model(base_path, cfg, dtype), str(adapter_dir)).merge_and_unload()
-    merged.save_pretrained(str(target))
-    tokenizer.save_pretrained(str(target))
 
 
 def eval_command(cfg: SFTRunConfig, model_dir: Path) -> str:
@@ -222,7 +132,7 @@ def train_sft(cfg: SFTRunConfig, *, progress: bool = True) -> SFTResult:
     if resuming and (out / "result.json").exists():  # written once OUT/model is complete
         done = json.loads((out / "result.json").read_text(encoding="utf-8"))
         return SFTResult(out, model_dir, done["steps"], done["final_loss"], None, command)
-    tokenizer, base_path = _load_tokenizer(cfg)
+    tokenizer, base_path = load_tokenizer(cfg)
     examples = prepare_examples(cfg, tokenizer)
     if state.is_main_process:
         write_atomic(out / "config.yaml", cfg.to_yaml())
@@ -252,20 +162,7 @@ def _fit(cfg: SFTRunConfig, tokenizer: Any, base_path: str, examples: list[Examp
         _trim_train_log(log_path, resume[1] if resume else 0)
     state.wait_for_everyone()
     trainer.train(resume_from_checkpoint=str(resume[0]) if resume else None)
-    tmp = out / "model.partial"
-    if state.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-    state.wait_for_everyone()
-    if cfg.lora:
-        trainer.save_model(str(out / "adapter"))  # every process: gathers sharded weights
-        if state.is_main_process:
-            _merge_adapter(base_path, out / "adapter", tmp, cfg, dtype, tokenizer)
-    else:
-        trainer.save_model(str(tmp))  # model + tokenizer (with the chat template used for rendering)
-    if state.is_main_process:
-        shutil.rmtree(out / "model", ignore_errors=True)
-        tmp.rename(out / "model")
-    state.wait_for_everyone()
+    save_final_model(trainer, cfg, base_path, tokenizer, state)
     logged = read_train_log(log_path)
     return trainer.state.global_step, (logged[-1]["loss"] if logged else None), (str(resume[0]) if resume else None)
 
