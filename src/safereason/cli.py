@@ -20,6 +20,7 @@ from safereason.commands.common import (
 )
 from safereason.commands.compare import app as compare_app
 from safereason.commands.data import app as data_app
+from safereason.commands.recipe import app as recipe_app
 from safereason.commands.serve import app as serve_app
 from safereason.commands.steer import app as steer_app
 from safereason.commands.train import app as train_app
@@ -331,6 +332,7 @@ def list_cmd() -> None:
 
 app.add_typer(train_app, name="train")
 app.add_typer(data_app, name="data")
+app.add_typer(recipe_app, name="recipe")
 app.add_typer(compare_app)
 app.add_typer(steer_app)
 app.add_typer(serve_app)

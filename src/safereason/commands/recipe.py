@@ -1,0 +1,64 @@
+"""``safereason recipe ...``: end-to-end recipes (a thin layer over :mod:`safereason.recipes`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="End-to-end recipes: eval, data, training, eval, table.")
+
+
+@app.command("safechain")
+def safechain_cmd(
+    out: Annotated[Path | None, typer.Option(help="recipe dir (a stage per sub-dir, table.md); re-running the "
+                                                  "same command skips finished stages")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML config (keys as the flags); flags override it")] = None,
+    student: Annotated[str | None, typer.Option(help="model evaluated and fine-tuned (default smollm2-135m)")]
+    = None,
+    teacher: Annotated[str | None, typer.Option(help="model that writes the traces (default: the student)")] = None,
+    heldout: Annotated[str | None, typer.Option(help="held-out harmful set (default strongreject-small)")] = None,
+    n_heldout: Annotated[int | None, typer.Option(help="held-out prompts drawn (default 20)")] = None,
+    utility: Annotated[str | None, typer.Option(help="utility set graded by math-verify (default gsm8k)")] = None,
+    n_utility: Annotated[int | None, typer.Option(help="utility prompts drawn (default 10)")] = None,
+    train_prompts: Annotated[str | None, typer.Option(help="training pool, held-out prompts removed (default "
+                                                           "advbench)")] = None,
+    n_train: Annotated[int | None, typer.Option(help="instructions drawn from the pool (default 48)")] = None,
+    k: Annotated[int | None, typer.Option("--k", help="samples per prompt in both evals (default 3)")] = None,
+    teacher_k: Annotated[int | None, typer.Option(help="teacher samples per instruction (default 3)")] = None,
+    teacher_defense: Annotated[str | None, typer.Option(help="defense on the teacher, e.g. safethink")] = None,
+    judge: Annotated[str | None, typer.Option(help="safety judge(s), comma-separated (default rs-match)")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="held-out and teacher samples (default 128)")] = None,
+    epochs: Annotated[float | None, typer.Option(help="SFT epochs (default 3)")] = None,
+    lr: Annotated[float | None, typer.Option(help="LoRA learning rate (default 2e-4)")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="local benchmark data dir (env SAFEREASON_DATA)")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu (default), cuda, auto")] = None,
+    print_config: Annotated[bool, typer.Option("--print-config", help="print the resolved config as YAML and "
+                                                                       "exit")] = False,
+    no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
+) -> None:
+    """SafeChain on one machine: baseline eval, safe traces from a teacher, LoRA SFT, eval, before/after table."""
+    from safereason.commands.common import _split
+    from safereason.recipes import load_recipe_config
+
+    values: dict[str, Any] = {
+        "out": out, "student": student, "teacher": teacher, "heldout": heldout, "n_heldout": n_heldout,
+        "utility": utility, "n_utility": n_utility, "train_prompts": train_prompts, "n_train": n_train, "k": k,
+        "teacher_k": teacher_k, "teacher_defense": teacher_defense, "judges": _split(judge),
+        "max_new_tokens": max_new_tokens, "epochs": epochs, "lr": lr, "seed": seed, "data_dir": data_dir,
+        "device": device,
+    }
+    cfg = load_recipe_config(config, **values)
+    if print_config:
+        typer.echo(cfg.to_yaml(), nl=False)
+        return
+    from safereason.commands.common import _quiet_libraries, err_console, out_console
+    from safereason.recipes import run_recipe
+
+    _quiet_libraries()
+    result = run_recipe(cfg, progress=not no_progress,
+                        echo=lambda line: err_console.print(line, highlight=False, soft_wrap=True, markup=False))
+    out_console.print(result.table_md.read_text(encoding="utf-8"), highlight=False, markup=False, soft_wrap=True)
+    out_console.print(f"table: {result.table_md} (and {result.table_md.with_suffix('.json')})", highlight=False)
