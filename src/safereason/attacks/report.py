@@ -68,6 +68,11 @@ def _attack_records(run: Run) -> dict[str, dict[str, Any]]:
 
 
 def _budget(rec: dict[str, Any]) -> tuple[str | None, int | None]:
+    from safereason.attacks import ATTACKS
+
+    name = rec.get("name")
+    if isinstance(name, str) and name in ATTACKS and ATTACKS.get(name).budget == "none":
+        return None, None  # a fixed transform (prefilling): nothing spent, so no budget per success
     if rec.get("queries") is not None:
         return "queries", int(rec["queries"])
     if rec.get("steps") is not None:
