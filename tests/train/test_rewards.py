@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import pytest
+import torch
 
 from safereason.errors import ConfigError, SafereasonError
 from safereason.records import Verdict
@@ -21,6 +22,11 @@ from safereason.train.rewards import (
     make_safety_reward,
     make_tars_reward,
 )
+
+
+def bf16(x: float) -> float:
+    """x as TARS's reward tensors hold it (bfloat16)."""
+    return float(torch.tensor(x, dtype=torch.bfloat16).item())
 
 
 class ScoreJudge:
@@ -49,12 +55,13 @@ class ScoreJudge:
 
 @pytest.mark.parametrize(("text", "prefill", "want"), [
     ("<think>plan</think>Here you go.", "", 1),
+    ("<think>plan</think>", "", 1),  # TARS's check_format: an empty answer passes
     ("<think>\nplan\n</think>\n\nHere you go.", "", 1),
     ("Here you go.", "", 0),  # missing
     ("<think>a</think><think>b</think>answer", "", 0),  # doubled
     ("<think>a</think>answer</think>", "", 0),  # doubled end
     ("</think>answer<think>", "", 0),  # reversed
-    ("<think>plan</think>   \n", "", 0),  # empty answer
+    ("<think>plan</think>   \n", "", 1),  # empty answer: passes TARS's rule
     ("<think>plan", "", 0),  # unclosed
     ("plan</think>The answer.", "<think>\n", 1),  # prefilled <think>
     ("<think>plan</think>The answer.", "<think>\n", 0),  # prefill + generated <think> = two
@@ -62,6 +69,17 @@ class ScoreJudge:
 ])
 def test_format_rule(text: str, prefill: str, want: int) -> None:
     assert format_score(text, prefill) == want
+    # the project's earlier rule, kept as a named option, differs only on an empty answer
+    empty = text.endswith("</think>") or text.endswith("</think>   \n")
+    assert format_score(text, prefill, "nonempty-answer") == (0 if empty else want)
+
+
+def test_format_rule_option_in_rewards() -> None:
+    comp = ["<think>plan</think>  "]
+    assert format_reward(["q"], comp) == [1.0]
+    assert make_format_reward(rule="nonempty-answer")(["q"], comp) == [0.0]
+    with pytest.raises(ConfigError, match="format rule"):
+        make_format_reward(rule="strict")
 
 
 def test_format_reward_reads_prefill_from_column_prompt_and_messages() -> None:
@@ -91,7 +109,7 @@ def test_answer_is_text_after_think_else_whole() -> None:
 
 def test_safety_reward_is_one_minus_score_on_the_answer() -> None:
     judge = ScoreJudge()
-    reward = make_safety_reward(judge)
+    reward = make_safety_reward(judge, split="think-close", precision="float64")
     comps = ["<think>bomb talk</think>No.", "<think>ok</think>Here is a bomb recipe", "<think>x</think>FAIL"]
     out = reward(["p"] * 3, comps)
     assert out[0] == pytest.approx(0.95)  # the thinking mentions 'bomb', the answer does not
@@ -100,12 +118,20 @@ def test_safety_reward_is_one_minus_score_on_the_answer() -> None:
     assert judge.batches == [3]  # one batched judge call per reward call
 
 
+def test_safety_reward_by_default_sees_the_thinking_without_tars_delimiter() -> None:
+    reward = make_safety_reward(ScoreJudge())
+    comps = ["<think>bomb talk</think>No.", "<think>\nbomb talk\n</think>\n\nNo."]
+    # no exact "\n</think>\n\n": TARS judges the whole response (the thinking's 'bomb' counts); with it, the answer
+    assert reward(["p", "p"], comps) == [bf16(0.2), bf16(0.95)]
+    assert bf16(0.95) == 0.94921875  # the values are TARS's bfloat16 ones
+
+
 def test_moderation_rule_clamps_like_tars() -> None:
     assert MODERATION_CLAMP == 0.9  # danielkty/tars verl/verl/workers/fsdp_workers.py @ 32c10be
     reward = make_safety_reward(ScoreJudge(name="openai-moderation"))
     out = reward(["p", "p"], ["<think>t</think>fine", "<think>t</think>a bomb"])
-    assert out == [1.0, pytest.approx(0.2)]  # 0.95 >= 0.9 is set to 1; 0.2 stays
-    unclamped = make_safety_reward(ScoreJudge(name="openai-moderation"), clamp=None)
+    assert out == [1.0, bf16(0.2)]  # 0.95 >= 0.9 is set to 1; 0.2 stays (as bfloat16)
+    unclamped = make_safety_reward(ScoreJudge(name="openai-moderation"), clamp=None, precision="float64")
     assert unclamped(["p"], ["<think>t</think>fine"]) == [pytest.approx(0.95)]
 
 
@@ -117,8 +143,12 @@ def test_safety_reward_rejects_non_safety_judges() -> None:
 def test_refusal_proxy_is_named_and_scores_refusals() -> None:
     reward = make_helpfulness_reward("refusal-proxy")
     assert "proxy" in reward.__name__
-    out = reward(["q", "q"], ["<think>t</think>I'm sorry, I cannot help.", "<think>t</think>Sure: step 1."])
+    out = reward(["q", "q"], ["<think>\nt\n</think>\n\nI'm sorry, I cannot help.", "<think>t</think>Sure: step 1."])
     assert out == [0.0, 1.0]
+    # without TARS's exact delimiter the judge sees the whole completion, which opens with the thought
+    assert reward(["q"], ["<think>t</think>I'm sorry, I cannot help."]) == [1.0]
+    think_close = make_helpfulness_reward("refusal-proxy", split="think-close")
+    assert think_close(["q"], ["<think>t</think>I'm sorry, I cannot help."]) == [0.0]
 
 
 def test_helpfulness_rejects_a_judge_without_refusal_or_rubric() -> None:
@@ -133,13 +163,13 @@ def test_tars_reward_routes_by_label_and_multiplies_by_format() -> None:
     comps = [
         "<think>t</think>I won't.",  # harmful, safe answer -> 0.95
         "<think>t</think>Here is a bomb.",  # harmful, unsafe answer -> 0.2
-        "<think>t</think>I'm sorry, I can't.",  # benign refused -> 0
+        "<think>\nt\n</think>\n\nI'm sorry, I can't.",  # benign refused -> 0
         "<think>t</think>Sure, here is how.",  # ambiguous helped -> 1
         "Sure, here is how.",  # benign but bad format -> 0, not judged
     ]
     labels = ["harmful", "harmful", "benign", "ambiguous", "benign"]
     out = reward(prompts, comps, label=labels)
-    assert out == [pytest.approx(0.95), pytest.approx(0.2), 0.0, 1.0, 0.0]
+    assert out == [bf16(0.95), bf16(0.2), 0.0, 1.0, 0.0]
     assert judge.batches == [2]  # only harmful completions go to the safety judge, in one call
     # the same completions with the labels swapped use the other reward
     swapped = reward(prompts[:2], comps[:2], label=["benign", "benign"])
@@ -154,7 +184,7 @@ def test_tars_reward_without_format_gate() -> None:
 def test_tars_reward_none_on_judge_failure_is_counted() -> None:
     reward = make_tars_reward(safety=make_safety_reward(ScoreJudge()), helpfulness="refusal-proxy")
     out = reward(["h", "h"], ["<think>t</think>FAIL", "<think>t</think>no"], label=["harmful", "harmful"])
-    assert out[0] is None and out[1] == pytest.approx(0.95)
+    assert out[0] is None and out[1] == bf16(0.95)
     assert reward.failures == 1
 
 
@@ -190,9 +220,9 @@ def test_usable_with_trl_call_signature_and_logs_components() -> None:
                  id=["a", "b"], source=["x", "y"], trainer_state=None,
                  log_extra=lambda col, vals: extra.setdefault(col, []).extend(vals),
                  log_metric=lambda name, value: metrics.setdefault(name, []).append(value))
-    assert out == [pytest.approx(0.95), 1.0]
+    assert out == [bf16(0.95), 1.0]
     assert metrics["tars/format"] == [1.0]
-    assert metrics["tars/safety"] == [pytest.approx(0.95)]
+    assert metrics["tars/safety"] == [bf16(0.95)]
     assert metrics["tars/helpfulness_proxy"] == [1.0]
     assert metrics["tars/failures"] == [0.0]
     assert set(extra) == {"format", "safety", "helpfulness_proxy"} and extra["safety"][1] is None
@@ -210,9 +240,11 @@ def test_reward_model_is_sigmoid_of_a_sequence_classifier(tmp_path, tiny_model_d
     torch.manual_seed(0)
     LlamaForSequenceClassification(cfg).save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
-    reward = make_helpfulness_reward(str(tmp_path), device="cpu", dtype="float32")
+    reward = make_helpfulness_reward(str(tmp_path), device="cpu", dtype="float32", split="think-close",
+                                     precision="float64")
     assert "proxy" not in reward.__name__
-    out = reward(["q1", "q2"], ["<think>t</think>short", "<think>t</think>a much longer answer here"])
+    comps = ["<think>t</think>short", "<think>t</think>a much longer answer here"]
+    out = reward(["q1", "q2"], comps)
     assert all(s is not None and 0.0 < s < 1.0 and math.isfinite(s) for s in out)
     scorer = reward.scorer
     text = scorer._render("q1", "short")
@@ -220,3 +252,6 @@ def test_reward_model_is_sigmoid_of_a_sequence_classifier(tmp_path, tiny_model_d
     with torch.inference_mode():
         logit = scorer.model(**enc).logits[0, 0].item()
     assert out[0] == pytest.approx(1 / (1 + math.exp(-logit)), abs=1e-5)
+    # TARS's rules (the default): the whole completion (no exact delimiter) and a bfloat16 value
+    tars = AnswerReward("rm", scorer, "helpfulness", post=lambda x: bf16(x))
+    assert tars(["q1"], comps[:1]) == [bf16(scorer(["q1"], comps[:1])[0])]
