@@ -9,8 +9,15 @@ Each program runs as ``[unshare --net --pid --fork --kill-child --mount] python 
 * where ``unshare`` works (as root, or through an unprivileged user namespace): in a new **network namespace**
   (no interface but a down loopback: every connection fails), a new **PID namespace** (everything the program
   started dies with it; no process outside can be signalled) and a new **mount namespace** in which the whole
-  file tree is read-only but for private, size-limited ``/tmp``, ``/var/tmp`` and ``/dev/shm``; the program
-  itself then enters a new **user namespace**, so it holds no capability to undo any of that.
+  file tree is read-only but for private, size-limited ``/tmp``, ``/var/tmp`` and ``/dev/shm``, with a fresh
+  ``/proc`` of the PID namespace (the program sees its own processes only, no command line from outside; where
+  proc cannot be mounted, an empty ``/proc``); the program itself then drops to ``nobody`` or enters a new **user
+  namespace**, so it holds no capability to undo any of that.
+
+Programs run as openai/human-eval's ``check_correctness`` runs them (``style="human-eval"``, the default; see
+:mod:`safereason.sandbox_launcher`): ``reliability_guard()``, ``exec(program, {})`` (never as ``__main__``),
+swallowed I/O, a ``time_limit`` of ``timeout_s`` (3 s, human-eval's default) on the program's run and the whole
+launcher killed one second after that (human-eval's ``p.join(timeout=timeout + 1)``).
 
 The program's parent is the launcher (a throwaway intermediate), so a program that kills "its parent" ends
 its own run. What this machine allows is probed once (:func:`isolation`); whatever is missing is named in
@@ -47,16 +54,23 @@ UNSHARE_ARGS = ("--net", "--pid", "--fork", "--kill-child", "--mount")
 PRIVATE_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
 #: Exit code of a launcher that could not set the sandbox up (EX_SOFTWARE).
 SETUP_FAILED = 70
+#: How the program runs: as human-eval's ``unsafe_execute`` does, or as a plain ``__main__`` script, unguarded.
+Style = Literal["human-eval", "script"]
+#: ``/proc`` inside the namespaces, best first: a fresh proc of the PID namespace, an empty one, the host's.
+ProcMode = Literal["mount", "mask", "host"]
+#: Seconds between the program's time limit and the kill of its launcher: human-eval's ``join(timeout + 1)``.
+KILL_GRACE_S = 1.0
 
 Outcome = Literal["passed", "failed", "timeout", "memory", "killed", "error"]
 
 
 @dataclass(frozen=True)
 class SandboxLimits:
-    """Per-program limits. The wall timeout is generous next to HumanEval's 3 s (``evaluate_functional_correctness``)
-    because several programs share the CPUs; a CPU-time limit of the same length catches busy loops too."""
+    """Per-program limits. ``timeout_s`` is human-eval's default (``evaluate_functional_correctness(timeout=3.0)``,
+    human_eval/evaluation.py @ 6d43fb98): the program's ``time_limit``; its launcher is killed ``KILL_GRACE_S``
+    later, and a CPU-time limit of ``int(timeout_s) + 1`` s backs both up."""
 
-    timeout_s: float = 10.0
+    timeout_s: float = 3.0
     memory_mb: int = 1024
     file_size_mb: int = 16
     max_processes: int = 32
@@ -80,12 +94,15 @@ class Isolation:
     user: tuple[int, int] | None = None
     #: the protections this machine does not allow, e.g. ``no-network-namespace``
     missing: tuple[str, ...] = field(default=())
+    #: what the program's ``/proc`` is (namespaces only): see :data:`ProcMode`
+    proc: ProcMode = "host"
 
     def describe(self) -> dict[str, object]:
         """For judge identities: what protects the machine from the programs."""
         mode = "user-namespace" if "-r" in self.unshare else "root"
+        proc = {"mount": "private", "mask": "empty"}.get(self.proc, "host") if self.unshare else "host"
         return {"namespaces": f"net,pid,mount ({mode})" if self.unshare else "none",
-                "user": "nobody" if self.user else "own", "missing": list(self.missing)}
+                "user": "nobody" if self.user else "own", "proc": proc, "missing": list(self.missing)}
 
 
 @dataclass(frozen=True)
@@ -108,21 +125,25 @@ def isolation() -> Isolation:
     nobody = _nobody()
     candidates: list[Isolation] = []
     if exe:
-        if nobody is not None:
-            candidates.append(Isolation((exe, *UNSHARE_ARGS), nobody))
-        candidates += [Isolation((exe, *UNSHARE_ARGS)), Isolation((exe, "-r", *UNSHARE_ARGS))]
+        users = [((exe, *UNSHARE_ARGS), nobody)] if nobody is not None else []
+        users += [((exe, *UNSHARE_ARGS), None), ((exe, "-r", *UNSHARE_ARGS), None)]
+        candidates = [Isolation(prefix, user, ("no-private-proc",) if proc == "host" else (), proc)
+                      for prefix, user in users for proc in ("mount", "mask", "host")]
     why = "unshare not found"
     for iso in candidates:
         result = run_program("import socket, json, hashlib\n", SandboxLimits(timeout_s=30), iso)
         if result.passed:
+            if iso.proc == "host":
+                log.warning("code sandbox: /proc could not be replaced; programs see the host's processes and "
+                            "their command lines")
             if os.geteuid() == 0 and iso.user is None:  # root's processes are never counted against RLIMIT_NPROC
-                iso = Isolation(iso.unshare, None, ("no-process-limit",))
+                iso = Isolation(iso.unshare, None, (*iso.missing, "no-process-limit"), iso.proc)
                 log.warning("code sandbox: programs run as root in their namespaces, so the process-count limit "
                             "does not apply to them (only the wall and CPU timeouts stop a fork bomb)")
             return iso
         why = result.reason
         log.debug("sandbox: %s failed: %s", iso, result.reason)
-    missing = ("no-network-namespace", "no-pid-namespace", "no-read-only-root", "no-private-tmp",
+    missing = ("no-network-namespace", "no-pid-namespace", "no-read-only-root", "no-private-tmp", "no-private-proc",
                *(("no-process-limit",) if os.geteuid() == 0 else ()))
     log.warning("code sandbox: namespaces unavailable (%s); programs run in a plain subprocess with resource "
                 "limits only: %s. See the README", why, ", ".join(missing))
@@ -162,8 +183,11 @@ def _env(workdir: str) -> dict[str, str]:
             "PYTHONDONTWRITEBYTECODE": "1"}
 
 
-def run_program(program: str, limits: SandboxLimits | None = None, iso: Isolation | None = None) -> SandboxResult:
+def run_program(program: str, limits: SandboxLimits | None = None, iso: Isolation | None = None,
+                style: Style = "human-eval") -> SandboxResult:
     """Run ``program`` (Python source) in the sandbox; it passes when it runs to its end without raising."""
+    if style not in ("human-eval", "script"):
+        raise ConfigError(f"sandbox style must be 'human-eval' or 'script', got {style!r}")
     limits = limits or SandboxLimits()
     iso = iso if iso is not None else isolation()
     workdir = tempfile.mkdtemp(prefix="safereason-sandbox-")
@@ -173,7 +197,8 @@ def run_program(program: str, limits: SandboxLimits | None = None, iso: Isolatio
         nonce = secrets.token_hex(16)
         header = _header(nonce=nonce, result_fd=write_fd, namespaces="1" if iso.unshare else "0",
                          user=",".join(map(str, iso.user)) if iso.user else "", max_processes=limits.max_processes,
-                         tmpfs_mb=limits.tmpfs_mb, workdir=workdir, private_dirs=PRIVATE_DIRS, site_dirs=_site_dirs())
+                         tmpfs_mb=limits.tmpfs_mb, workdir=workdir, style=style, timeout=repr(float(limits.timeout_s)),
+                         proc=iso.proc, private_dirs=PRIVATE_DIRS, site_dirs=_site_dirs())
         with tempfile.TemporaryFile() as output:
             timed_out, code = _execute(iso, limits, workdir, header + b"\n" + program.encode(errors="replace"),
                                        write_fd, output)
@@ -231,7 +256,7 @@ def _execute(iso: Isolation, limits: SandboxLimits, workdir: str, stdin: bytes, 
             proc.stdin.close()
         except BrokenPipeError:
             pass
-        timed_out = not _wait_exit(proc.pid, limits.timeout_s)
+        timed_out = not _wait_exit(proc.pid, limits.timeout_s + KILL_GRACE_S)
     finally:
         with contextlib.suppress(ProcessLookupError, PermissionError):  # the leader is not reaped yet: its group id
             os.killpg(proc.pid, signal.SIGKILL)                          # cannot have been reused
@@ -278,8 +303,11 @@ def _classify(report: list[str], nonce: str, timed_out: bool, code: int,
     setup = next((line for line in report if line.startswith("setup ")), None)
     if program is not None and program.startswith("passed "):
         return "passed", "passed"
+    if program is not None and program.startswith("timeout "):
+        return "timeout", f"timeout: timed out after {limits.timeout_s:g} s (the program's time limit)"
     if timed_out:
-        return "timeout", f"timeout: still running after {limits.timeout_s:g} s (wall clock)"
+        return "timeout", (f"timeout: still running {KILL_GRACE_S:g} s after its {limits.timeout_s:g} s time limit "
+                           "(wall clock)")
     if program is not None:  # "failed <nonce> <Type>: <message>"
         detail = program.split(" ", 2)[2].strip().rstrip(":")
         if detail.startswith("MemoryError"):

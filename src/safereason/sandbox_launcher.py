@@ -7,11 +7,18 @@ fresh namespaces it makes the whole file tree read-only (after making the Python
 unprivileged user) and mounts private temporary file systems. It then forks the program's process, which drops to
 ``nobody`` (as root) or enters a new user namespace, limits the number of processes, moves into the empty working
 directory and runs the program. Reports go to the result pipe: ``passed <nonce>`` from the program's process when
-the program ran to its end, ``failed <nonce> <Exception>: <message>`` when it raised, ``exit N`` or ``signal N``
-from the launcher once the program's process has ended, ``setup <error>`` when the sandbox could not be made. A
-program that kills "its parent" reaches this launcher, never the judge.
+the program ran to its end, ``failed <nonce> <Exception>: <message>`` when it raised, ``timeout <nonce>`` when its
+time limit ended it, ``exit N`` or ``signal N`` from the launcher once the program's process has ended, ``setup
+<error>`` when the sandbox could not be made. A program that kills "its parent" reaches this launcher, never the
+judge.
+
+The ``human-eval`` style runs the program as openai/human-eval's ``unsafe_execute`` does (human_eval/execution.py
+@ 6d43fb980f9fee3c892a914eda09951f772ad10d): ``reliability_guard()``, then ``exec(program, {})`` (so ``__name__``
+is ``"builtins"`` and a ``if __name__ == "__main__":`` block never runs) with its I/O swallowed and a
+``time_limit(timeout)`` (``ITIMER_REAL``). The ``script`` style runs it as ``__main__``, unguarded, output kept.
 """
 
+import io
 import os
 import resource
 import sys
@@ -19,6 +26,7 @@ import sys
 MS_NOSUID, MS_NODEV, MS_BIND, MS_REC = 2, 4, 4096, 16384
 SYS_MOUNT_SETATTR = 442  # one number on every Linux architecture but alpha (new system calls share a table)
 AT_FDCWD, AT_RECURSIVE, MOUNT_ATTR_RDONLY = -100, 0x8000, 0x1
+MS_NOEXEC = 8
 CLONE_NEWUSER = 0x10000000
 
 
@@ -94,15 +102,29 @@ def _expose(paths: list[str], uid: int, gid: int) -> None:
             os.close(fd)
 
 
+def _private_proc(mode: str) -> None:
+    """``/proc`` as the program sees it: ``mount`` a fresh proc of this PID namespace (only the sandbox's own
+    processes, no command line from outside), else ``mask`` it with an empty tmpfs; ``host`` leaves it alone."""
+    if mode == "host":
+        return
+    _, libc = _libc()
+    if mode == "mount":
+        _check(libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None), "mount proc on /proc")
+    else:
+        _check(libc.mount(b"tmpfs", b"/proc", b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, b"size=4k,mode=0555"),
+               "mount tmpfs on /proc")
+
+
 def _prepare(cfg: dict) -> None:
-    """In a fresh mount namespace: the Python installation reachable for the unprivileged user, the whole tree
-    read-only, then private, size-limited, writable /tmp, /var/tmp and /dev/shm (and the working directory, if
-    it lies elsewhere)."""
+    """In a fresh mount namespace: the Python installation reachable for the unprivileged user, a private
+    ``/proc``, the whole tree read-only, then private, size-limited, writable /tmp, /var/tmp and /dev/shm (and the
+    working directory, if it lies elsewhere)."""
     if not cfg["namespaces"]:
         return
     user = cfg["user"]
-    if user is not None:
+    if user is not None:  # before /proc is replaced: it binds entries through /proc/self/fd
         _expose(sorted({sys.base_prefix, sys.prefix, *(p for p in sys.path if p and os.path.exists(p))}), *user)
+    _private_proc(cfg["proc"])
     _read_only_root()
     private = [d for d in cfg["private_dirs"] if os.path.isdir(d)]
     for target in private:
@@ -140,12 +162,18 @@ def _run_program(cfg: dict, program: bytes, fd: int) -> None:
         nproc = cfg["max_processes"]
         resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
         os.chdir(cfg["workdir"])
+        human_eval = cfg["style"] == "human-eval"
+        if human_eval:
+            reliability_guard()
     except BaseException as e:  # the sandbox could not be set up: say so, as a launcher failure
         os.write(fd, f"setup {type(e).__name__}: {e}\n".encode(errors="replace"))
         os._exit(70)
     sys.argv = ["program.py"]
     try:
-        exec(compile(program, "program.py", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
+        _exec(compile(program, "program.py", "exec"), cfg["timeout"], human_eval)
+    except TimeoutException:
+        os.write(fd, f"timeout {nonce}\n".encode())
+        os._exit(1)
     except BaseException as e:
         try:  # the report first: printing the traceback may itself fail (after a MemoryError, say)
             message = str(e).replace("\n", " ")[:300] if not isinstance(e, MemoryError) else ""
@@ -159,6 +187,81 @@ def _run_program(cfg: dict, program: bytes, fd: int) -> None:
     os._exit(0)
 
 
+class TimeoutException(Exception):  # human-eval's name
+    pass
+
+
+class WriteOnlyStringIO(io.StringIO):
+    """human-eval's: a stream that raises when read from (stdin, stdout and stderr of a swallowed program)."""
+
+    def read(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError
+
+    def readline(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError
+
+    def readlines(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError
+
+    def readable(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return False
+
+
+def _exec(code: object, timeout: float, human_eval: bool) -> None:
+    """human-eval's ``swallow_io()`` + ``time_limit(timeout)`` + ``exec(check_program, {})``; the ``script`` style
+    keeps the output and runs the program as ``__main__``. The time limit applies to both."""
+    import signal
+
+    def signal_handler(signum, frame):  # type: ignore[no-untyped-def]
+        raise TimeoutException("Timed out!")
+
+    streams = (sys.stdin, sys.stdout, sys.stderr)
+    if human_eval:
+        stream = WriteOnlyStringIO()
+        sys.stdout, sys.stderr, sys.stdin = stream, stream, stream
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    signal.signal(signal.SIGALRM, signal_handler)
+    try:
+        exec(code, {} if human_eval else {"__name__": "__main__", "__builtins__": __builtins__})
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        sys.stdin, sys.stdout, sys.stderr = streams
+
+
+def reliability_guard() -> None:
+    """openai/human-eval's ``reliability_guard()`` (human_eval/execution.py @ 6d43fb98), called as
+    ``unsafe_execute`` calls it (no memory limit: the sandbox sets its own). Not a security boundary (a program
+    can undo it); it keeps well-meaning code from disturbing the test exactly as the reference harness does."""
+    import faulthandler
+
+    faulthandler.disable()
+
+    import builtins
+
+    builtins.exit = None
+    builtins.quit = None
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    for name in ("kill", "system", "putenv", "remove", "removedirs", "rmdir", "fchdir", "setuid", "fork", "forkpty",
+                 "killpg", "rename", "renames", "truncate", "replace", "unlink", "fchmod", "fchown", "chmod", "chown",
+                 "chroot", "lchflags", "lchmod", "lchown", "getcwd", "chdir"):
+        setattr(os, name, None)
+
+    import shutil
+
+    shutil.rmtree = None
+    shutil.move = None
+    shutil.chown = None
+
+    import subprocess
+
+    subprocess.Popen = None
+    builtins.help = None  # human-eval: __builtins__["help"] = None (a dict there, a module in __main__ here)
+
+    for name in ("ipdb", "joblib", "resource", "psutil", "tkinter"):
+        sys.modules[name] = None
+
+
 def _print_traceback(e: BaseException, program: bytes) -> None:
     """The traceback from the program's own frame on, with its source lines, to the output (best effort)."""
     try:
@@ -169,7 +272,9 @@ def _print_traceback(e: BaseException, program: bytes) -> None:
         source = program.decode(errors="replace")
         linecache.cache["program.py"] = (len(source), None, source.splitlines(True), "program.py")
         tb = e.__traceback__
-        traceback.print_exception(type(e), e, tb.tb_next if tb is not None else None)
+        while tb is not None and tb.tb_frame.f_code.co_filename != "program.py":  # the launcher's own frames
+            tb = tb.tb_next
+        traceback.print_exception(type(e), e, tb)
         _flush()
     except BaseException:
         pass
@@ -189,7 +294,8 @@ def _parse_header(line: bytes) -> dict:
     return {"nonce": fields["nonce"], "result_fd": int(fields["result_fd"]), "namespaces": fields["namespaces"] == "1",
             "user": tuple(int(x) for x in user.split(",")) if user else None,
             "max_processes": int(fields["max_processes"]), "tmpfs_mb": int(fields["tmpfs_mb"]),
-            "workdir": fields["workdir"], "private_dirs": [d for d in fields["private_dirs"].split("\x1e") if d],
+            "workdir": fields["workdir"], "style": fields["style"], "timeout": float(fields["timeout"]),
+            "proc": fields["proc"], "private_dirs": [d for d in fields["private_dirs"].split("\x1e") if d],
             "site_dirs": [d for d in fields["site_dirs"].split("\x1e") if d]}
 
 

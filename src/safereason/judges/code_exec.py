@@ -5,7 +5,12 @@ The program is taken from the judged text as the last fenced ```` ```python ````
 ```` ``` ```` block, else the whole text, and run as HumanEval's ``check_correctness`` builds it:
 ``prompt + completion + "\\n" + test + "\\n" + f"check({entry_point})"`` (openai/human-eval
 human_eval/execution.py @ 6d43fb980f9fee3c892a914eda09951f772ad10d). The prompt's own code (imports, signature and
-docstring) comes first, so a completion may be the function's body or the whole function.
+docstring) comes first, so a completion may be the function's body or the whole function. It is executed as
+``unsafe_execute`` executes it (``style="human-eval"``): after ``reliability_guard()``, with ``exec(program, {})``
+(not as ``__main__``: a completion's ``if __name__ == "__main__":`` block never runs), I/O swallowed, and a time
+limit of ``timeout_s`` = 3 s (``evaluate_functional_correctness``'s default; raise it with
+``--judge-opt code-exec.timeout_s=10`` on a loaded machine). ``style="script"`` (a named deviation) runs it as a
+``__main__`` script without the guard, its output kept.
 
 ``correct`` is whether the program ran to its end; ``label`` is the outcome (passed / failed / timeout / memory /
 killed) and ``raw`` the reason (``failed: AssertionError``, ``timeout: ...``) and the tail of the program's output.
@@ -23,7 +28,7 @@ from typing import Any
 from safereason.errors import ConfigError
 from safereason.judges.base import JUDGES, JudgeItem
 from safereason.records import Verdict
-from safereason.sandbox import SandboxLimits, SandboxResult, isolation, run_program
+from safereason.sandbox import SandboxLimits, SandboxResult, Style, isolation, run_program
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)```", re.DOTALL)
 _PYTHON_TAGS = frozenset({"python", "py", "python3", "py3"})
@@ -51,15 +56,18 @@ class CodeExecJudge:
     outputs = ("correct",)
 
     def __init__(self, timeout_s: float = SandboxLimits.timeout_s, memory_mb: int = SandboxLimits.memory_mb,
-                 workers: int = 2) -> None:
+                 workers: int = 2, style: Style = "human-eval") -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ConfigError(f"code-exec: workers must be a whole number >= 1, got {workers!r}")
+        if style not in ("human-eval", "script"):
+            raise ConfigError(f"code-exec: style must be 'human-eval' or 'script', got {style!r}")
         self.limits = SandboxLimits(timeout_s=timeout_s, memory_mb=memory_mb)
         self.workers = workers
+        self.style: Style = style
 
     def identity(self) -> dict[str, Any]:
         limits = self.limits
-        return {"name": "code-exec", "version": 1, "program": "human-eval check_correctness",
+        return {"name": "code-exec", "version": 2, "program": "human-eval check_correctness", "style": self.style,
                 "extract": "last ```python block, else last ``` block, else all", "timeout_s": limits.timeout_s,
                 "memory_mb": limits.memory_mb, "file_size_mb": limits.file_size_mb,
                 "max_processes": limits.max_processes, "sandbox": isolation().describe()}
@@ -85,7 +93,7 @@ class CodeExecJudge:
 
     def _run(self, program: str) -> SandboxResult | str:
         try:
-            return run_program(program, self.limits)
+            return run_program(program, self.limits, style=self.style)
         except OSError as e:  # the sandbox itself could not start: an error, not a failed program
             return f"the sandbox could not run the program: {e}"
 
