@@ -1,5 +1,5 @@
-"""What every training command shares: loading the student, precision, LoRA, checkpoints, the step log, saving
-``OUT/model``, and the keys of a run config that are the same for SFT, GRPO and DPO.
+"""What every training command shares: loading the student, precision, LoRA, checkpoints, the step log and
+saving ``OUT/model`` (the shared run config, :class:`RunConfigBase`, lives in :mod:`.config`; re-exported here).
 
 The run directory layout is the same for every trainer: ``config.yaml``, ``data.json``, ``checkpoints/``,
 ``train_log.jsonl``, ``adapter/`` (LoRA), ``model/`` (loadable by ``safereason eval --model``), ``result.json``.
@@ -7,132 +7,18 @@ The run directory layout is the same for every trainer: ``config.yaml``, ``data.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from safereason.config import check_dtype, format_validation_error, read_yaml_mapping
-from safereason.errors import ConfigError, ModelLoadError, SafereasonError
-from safereason.train.config import require_train_extra, write_atomic
-
-# -- the shared part of a run config -----------------------------------------------------------------
-
-
-class RunConfigBase(BaseModel):
-    """Student, rendering (as eval's), LoRA and bookkeeping keys; subclasses add the data and optimisation."""
-
-    model_config = ConfigDict(extra="forbid")
-    #: the TRL config class the ``trl:`` mapping is checked against
-    TRL_CONFIG: ClassVar[str] = ""
-    #: fields of that class our own keys set: ``{field: our key}``
-    OWNED_TRL: ClassVar[dict[str, str]] = {}
-    #: keys that say where a run runs, not what it learns (they may change on resume)
-    NON_IDENTITY: ClassVar[tuple[str, ...]] = ("out", "device")
-    #: the key naming the data file (its sha256 is checked on resume)
-    DATA_KEY: ClassVar[str] = "prompts"
-    KIND: ClassVar[str] = ""
-
-    model: str = Field("smollm2-135m", description="student: alias, local path or hub id[@revision]")
-    out: Path = Field(description="run directory: model/, train_log.jsonl, checkpoints/")
-
-    preset: str | None = Field(None, description="model preset, as eval's --preset")
-    reasoning_format: str | None = Field(None, description="r1, qwen3, skyt1, none (default r1 or the preset's)")
-    system_prompt: str | None = None
-    think_prefill: str | None = Field(None, description="text after the template, e.g. '<think>\\n'")
-    enable_thinking: bool | None = None
-    chat_template: str | None = Field(None, description="Jinja chat template text (the CLI reads --chat-template)")
-
-    seed: int = 0
-    lora: bool = Field(False, description="train a LoRA adapter, merged into the weights at the end")
-    lora_r: int = Field(16, ge=1)
-    lora_alpha: int = Field(32, ge=1)
-    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
-    lora_target_modules: list[str] | None = Field(None, description="module names; None: all linear layers")
-
-    logging_steps: int = Field(1, ge=1, description="optimizer steps between train_log.jsonl entries")
-    save_steps: int = Field(50, ge=1, description="optimizer steps between checkpoints")
-    save_total_limit: int | None = Field(2, ge=1, description="checkpoints kept")
-    device: str = Field("auto", description="auto, cpu or cuda (several GPUs: accelerate launch)")
-    dtype: str = Field("auto", description="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16")
-    trl: dict[str, Any] = Field(default_factory=dict, description="further TRL config fields, passed unchanged")
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        if v not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"unknown device {v!r}: use auto, cpu or cuda (pick GPUs with CUDA_VISIBLE_DEVICES, "
-                             "several with accelerate launch)")
-        return v
-
-    @field_validator("dtype")
-    @classmethod
-    def _dtype(cls, v: str) -> str:
-        return check_dtype(v)
-
-    @field_validator("trl")
-    @classmethod
-    def _trl_fields(cls, v: dict[str, Any]) -> dict[str, Any]:
-        owned = sorted(set(v) & set(cls.OWNED_TRL))
-        if owned:
-            raise ValueError("set " + ", ".join(f"{k} through {cls.OWNED_TRL[k]}" for k in owned) + ", not through trl")
-        if v:
-            require_train_extra()
-            import trl
-
-            known = {f.name for f in dataclasses.fields(getattr(trl, cls.TRL_CONFIG))}
-            unknown = sorted(set(v) - known)
-            if unknown:
-                raise ValueError(f"not {cls.TRL_CONFIG} fields: {', '.join(unknown)}")
-        return v
-
-    @model_validator(mode="after")
-    def _check_text(self) -> RunConfigBase:
-        from safereason.reasoning import FORMATS
-
-        if self.reasoning_format is not None:
-            try:
-                FORMATS.get(self.reasoning_format)
-            except SafereasonError as e:
-                raise ValueError(str(e)) from None
-        for name in ("system_prompt", "think_prefill", "chat_template", "model"):
-            value = getattr(self, name)
-            if isinstance(value, str) and "\x00" in value:
-                raise ValueError(f"{name} contains a NUL byte (\\x00); remove it")
-        return self
-
-    @property
-    def data(self) -> Path:
-        """The data file whose sha256 a resumed run must match."""
-        return Path(getattr(self, self.DATA_KEY))
-
-    def identity(self) -> dict[str, Any]:
-        """The keys that decide what is learned (a resumed run must have the same)."""
-        skip = {*self.NON_IDENTITY, self.DATA_KEY}
-        return {k: v for k, v in json.loads(self.model_dump_json()).items() if k not in skip}
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(json.loads(self.model_dump_json()), sort_keys=False, allow_unicode=True)
-
-
-def make_run_config(cls: type[RunConfigBase], **values: Any) -> Any:
-    """Build a config, turning pydantic's multi-line errors into one ConfigError line."""
-    try:
-        return cls(**values)
-    except ValidationError as e:
-        raise ConfigError(format_validation_error(e).replace("invalid config", f"invalid {cls.KIND} config")) from None
-
-
-def load_run_config(cls: type[RunConfigBase], path: str | Path | None, **overrides: Any) -> Any:
-    """A YAML config (the same snake_case keys as the flags) with ``overrides`` (flags, None = unset) on top."""
-    data: dict[str, Any] = read_yaml_mapping(path) if path is not None else {}
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    return make_run_config(cls, **data)
-
+from safereason.errors import ModelLoadError
+from safereason.train.config import (  # noqa: F401 - the shared run config, re-exported for the trainers
+    RunConfigBase,
+    load_run_config,
+    make_run_config,
+    write_atomic,
+)
 
 # -- the step log and checkpoints --------------------------------------------------------------------
 

@@ -52,6 +52,14 @@ LABELS = ("harmful", "benign", "ambiguous")
 TARS_DEFAULTS: dict[str, Any] = {"num_generations": 8, "prompts_per_step": 32, "lr": 1e-6, "beta": 0.001,
                                  "temperature": 0.6, "max_completion_length": 4096, "max_prompt_length": 512,
                                  "epochs": 3.0}
+#: verl's optimiser and loss settings in TARS's runs, as TRL GRPOConfig fields (``trl:`` / ``--trl-opt`` override
+#: them). danielkty/tars @ 32c10be: verl/verl/workers/fsdp_workers.py (_build_model_optimizer: AdamW with
+#: betas (0.9, 0.999) and weight_decay 1e-2, get_constant_schedule_with_warmup with lr_warmup_steps_ratio 0 →
+#: a constant lr) and verl/verl/trainer/config/ppo_trainer.yaml (actor: entropy_coeff 0.001, subtracted from the
+#: loss as the masked mean token entropy as TRL's entropy_coef is; grad_clip 1.0; clip_ratio 0.2).
+TARS_TRL_DEFAULTS: dict[str, Any] = {"lr_scheduler_type": "constant", "warmup_steps": 0, "weight_decay": 0.01,
+                                     "adam_beta1": 0.9, "adam_beta2": 0.999, "entropy_coef": 0.001,
+                                     "max_grad_norm": 1.0, "epsilon": 0.2}
 GENERATION = ("auto", "transformers", "vllm-colocate", "vllm-server")
 
 
@@ -198,8 +206,8 @@ def render_mix(cfg: Any, tokenizer: Any, rows: list[dict[str, Any]]) -> list[Pro
         if getattr(cfg, "no_reasoning", False):
             text += control_prefill("zero", fmt, text)
         if cfg.max_prompt_length is not None and len(renderer.encode(text)) > cfg.max_prompt_length:
-            raise ConfigError(f"{cfg.data}: prompt {r['id']!r} renders to {len(renderer.encode(text))} tokens, over "
-                              f"max_prompt_length {cfg.max_prompt_length}; raise it or drop the prompt")
+            raise ConfigError(f"{cfg.data_file()}: prompt {r['id']!r} renders to {len(renderer.encode(text))} "
+                              f"tokens, over max_prompt_length {cfg.max_prompt_length}; raise it or drop the prompt")
         out.append(PromptRow(r["id"], r["prompt"], r["label"], r["source"], text,
                              trl_prompt_text(text, tokenizer, renderer), open_prefill(text, fmt)))
     return out
@@ -305,7 +313,8 @@ def grpo_args(cfg: GRPORunConfig, *, world_size: int = 1, progress: bool = True)
         max_completion_length=cfg.max_completion_length, temperature=cfg.temperature, beta=cfg.beta,
         seed=cfg.seed, data_seed=cfg.seed, logging_steps=cfg.logging_steps, save_strategy="steps",
         save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit, use_cpu=cfg.device == "cpu",
-        disable_tqdm=not progress, report_to="none", **_generation_args(cfg), **prec, **cfg.trl,
+        disable_tqdm=not progress, report_to="none", **_generation_args(cfg), **prec,
+        **{**TARS_TRL_DEFAULTS, **cfg.trl},
     )
 
 
