@@ -18,6 +18,13 @@ def evaluate(config: EvalConfig | dict[str, Any] | None = None, **kw: Any) -> Ev
     return _evaluate(config, **kw)
 
 
+def card(config: Any = None, **kw: Any) -> Any:
+    """Run (or resume) a safety card; see :func:`safereason.card.card`."""
+    from safereason.card import card as _card
+
+    return _card(config, **kw)
+
+
 def __getattr__(name: str) -> Any:
     # keep `import safereason` light: torch/transformers load only when a model is needed
     if name == "EvalConfig":
@@ -27,4 +34,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-__all__ = ["EvalConfig", "__version__", "evaluate"]
+__all__ = ["EvalConfig", "__version__", "card", "evaluate"]

@@ -10,6 +10,7 @@ import typer
 
 from safereason.commands.analyze import app as analyze_app
 from safereason.commands.attack import attack_app
+from safereason.commands.card import app as card_app
 from safereason.commands.common import (
     _judge_options,
     _quiet_libraries,
@@ -338,6 +339,7 @@ app.add_typer(steer_app)
 app.add_typer(serve_app)
 app.add_typer(attack_app, name="attack")
 app.add_typer(analyze_app, name="analyze")
+app.add_typer(card_app)
 
 
 def _interrupted() -> None:
