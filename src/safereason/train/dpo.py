@@ -210,9 +210,6 @@ def train_dpo(cfg: DPORunConfig, *, reward: Callable[..., Any] | None = None, pr
 
 
 if __name__ == "__main__":  # accelerate launch -m safereason.train.dpo --config dpo.yaml [flags]
-    import sys
+    from safereason.train.__main__ import main
 
-    from safereason.cli import main
-
-    sys.argv[1:1] = ["train", "dpo"]
-    main()
+    main("dpo")

@@ -396,9 +396,6 @@ def train_grpo(cfg: GRPORunConfig, *, reward_funcs: Sequence[Callable[..., Any]]
 
 
 if __name__ == "__main__":  # accelerate launch -m safereason.train.grpo --config grpo.yaml [flags]
-    import sys
+    from safereason.train.__main__ import main
 
-    from safereason.cli import main
-
-    sys.argv[1:1] = ["train", "grpo"]
-    main()
+    main("grpo")

@@ -168,9 +168,6 @@ def _fit(cfg: SFTRunConfig, tokenizer: Any, base_path: str, examples: list[Examp
 
 
 if __name__ == "__main__":  # accelerate launch -m safereason.train.sft --config sft.yaml [flags]
-    import sys
+    from safereason.train.__main__ import main
 
-    from safereason.cli import main
-
-    sys.argv[1:1] = ["train", "sft"]
-    main()
+    main("sft")
