@@ -107,16 +107,28 @@ class Sample(BaseModel):
     judgments: dict[str, dict[str, Verdict]] = Field(default_factory=dict)
 
     def part_text(self, part: Part) -> str | None:
-        """The text a judge scores for ``part``; None when the part does not exist for this sample (and for a
-        sample that was skipped or blocked: there is no response to judge, and an empty one is not a refusal)."""
+        """The text a judge scores for ``part``, or None when the part does not exist for this sample.
+
+        A part that exists but is empty (the model finished and wrote nothing, or closed its thought and wrote
+        no answer) is ``""`` and is judged, as SafeChain judges empty responses (RS-Match: unsafe). A part is
+        missing when the model did not produce it: an unclosed thought has no answer, ``no_thinking`` has no
+        thought, a thought the prompt closed (ZeroThink, LessThink, a template that turns thinking off) is not
+        the model's, and a skipped or blocked sample has no response at all.
+        """
         if self.status != "ok":
             return None
         if part == "full":
-            text: str | None = self.response
-        elif part == "thinking":
-            text = self.thinking
-        else:
-            text = self.answer
-        if text is None or not text.strip():
+            return self.response
+        if part == "answer":
+            return self.answer
+        if self.thinking == "" and self.thinking_closed and _thought_closed_in_prompt(self.prompt_text):
             return None
-        return text
+        return self.thinking
+
+
+def _thought_closed_in_prompt(prompt_text: str) -> bool:
+    """Whether the prompt ends with a closed thought of a registered reasoning format (the split then gives an
+    empty thought that the model never wrote)."""
+    from safereason.reasoning.formats import FORMATS
+
+    return any(FORMATS.get(name).closed_in_prompt(prompt_text) for name in FORMATS.names())
