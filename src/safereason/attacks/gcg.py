@@ -9,12 +9,22 @@ renders the chat itself, so a reasoning prefill (``<think>\\n``, a thinking cont
 optimised input. Here the input is the text ``eval`` renders (chat template, system prompt, think_prefill,
 thinking control, prefill), split at the suffix.
 
-Two deliberate differences from nanoGCG, both so that what is optimised is what ``eval`` runs:
+Defaults are nanoGCG's: ``early_stop=False``; the suffix appended directly to the user turn (nanoGCG appends
+``{optim_str}`` to ``messages[-1]["content"]`` when the conversation does not hold it); the best suffix is the
+lowest-loss one among the optimised steps' (``losses.index(min(losses))``), never the initial string. Options:
 
-* candidates are kept only when the *whole rendered prompt* re-tokenises to the same ids (nanoGCG checks the
-  suffix alone), so the suffix renders back to exactly the optimised ids;
-* early stop (and ``target_reached``) looks at the kept candidate only: its greedy continuation, teacher-forced,
-  is the target (nanoGCG stops when any candidate of the batch matches).
+* ``early_stop_on="any"`` (nanoGCG's criterion, used when ``early_stop``): stop after the step in which any
+  evaluated candidate's argmax over the target positions equals the target ids (the initial suffix's evaluation
+  sets the flag too, so one step still runs); ``"kept"``: stop as soon as the kept suffix reaches the target
+  (checked before each step, so an initial suffix that already does is returned after 0 steps), and return it;
+* ``template="{prompt} {optim_str}"`` puts a space before the suffix; whitespace before ``{optim_str}`` is
+  optimised with the suffix, so a BPE tokenizer's " x" tokens keep their space;
+* ``best_includes_init=True`` lets the initial suffix be returned when no step beats its loss.
+
+One deliberate difference from nanoGCG, so that what is optimised is what ``eval`` runs: candidates are kept only
+when the *whole rendered prompt* re-tokenises to the same ids (nanoGCG checks the suffix alone), so the suffix
+renders back to exactly the optimised ids. With the direct append, an initial suffix whose first token merges
+with the behaviour's last word (``...autox x``) fails this check: a clear error names ``--template``.
 """
 
 from __future__ import annotations
@@ -36,10 +46,14 @@ NANOGCG_SUFFIX_INIT = "x x x x x x x x x x x x x x x x x x x x"
 NANOGCG_SEARCH_WIDTH = 512
 NANOGCG_TOPK = 256
 NANOGCG_N_REPLACE = 1
-#: where the suffix goes in the user turn; whitespace before ``{optim_str}`` is optimised with the suffix (so a
-#: BPE tokenizer's " x" tokens keep their space, and the split falls on a token boundary)
-DEFAULT_TEMPLATE = "{prompt} {optim_str}"
+#: nanoGCG's placement (gcg.py @ d4a20a8, ``GCG.run``): ``{optim_str}`` appended directly to the user turn
+DEFAULT_TEMPLATE = "{prompt}{optim_str}"
+#: our earlier default, an option: a space before the suffix (optimised with it, see the module docstring)
+SPACED_TEMPLATE = "{prompt} {optim_str}"
 OPTIM = "{optim_str}"
+#: ``early_stop_on``: "any" is nanoGCG's (``_compute_candidates_loss_original`` sets ``stop_flag`` when
+#: ``torch.any(torch.all(argmax(shift_logits) == shift_labels, dim=-1))``), "kept" ours
+EARLY_STOP_RULES = ("any", "kept")
 
 
 @dataclass(frozen=True)
@@ -52,12 +66,20 @@ class GCGAttackConfig:
     topk: int = NANOGCG_TOPK
     n_replace: int = NANOGCG_N_REPLACE
     batch_size: int | None = None  # candidates per forward pass; None: all of them
-    template: str = DEFAULT_TEMPLATE  # the user turn; {prompt} is the behaviour, {optim_str} the suffix
-    early_stop: bool = True
+    template: str = DEFAULT_TEMPLATE  # the user turn; {prompt} is the behaviour, {optim_str} the suffix (appended
+    # directly when absent, as nanoGCG)
+    early_stop: bool = False  # nanoGCG's default
+    early_stop_on: str = "any"  # any: nanoGCG's criterion; kept: the kept suffix reaches the target
+    best_includes_init: bool = False  # nanoGCG: the best is among the optimised steps' suffixes only
     allow_non_ascii: bool = False
     add_space_before_target: bool = False
     prefix_cache: bool = True  # use_prefix_cache: the tokens before the suffix are run once per behaviour
     seed: int = 0
+
+    @property
+    def user_template(self) -> str:
+        """The template with the suffix placed: nanoGCG's rule appends ``{optim_str}`` when it is absent."""
+        return self.template if OPTIM in self.template else self.template + OPTIM
 
     def check(self) -> None:
         for name in ("steps", "search_width", "topk", "n_replace"):
@@ -65,8 +87,12 @@ class GCGAttackConfig:
                 raise AttackError(f"GCG {name} must be at least 1, got {getattr(self, name)}")
         if self.batch_size is not None and self.batch_size < 1:
             raise AttackError(f"GCG batch size must be at least 1, got {self.batch_size}")
-        if self.template.count(OPTIM) != 1 or "{prompt}" not in self.template:
-            raise AttackError(f"GCG template must hold {{prompt}} and exactly one {OPTIM}, got {self.template!r}")
+        if self.template.count(OPTIM) > 1 or "{prompt}" not in self.template:
+            raise AttackError(f"GCG template must hold {{prompt}} and at most one {OPTIM} (appended when absent), "
+                              f"got {self.template!r}")
+        if self.early_stop_on not in EARLY_STOP_RULES:
+            raise AttackError(f"GCG early_stop_on must be one of {', '.join(EARLY_STOP_RULES)}, got "
+                              f"{self.early_stop_on!r}")
         if not self.suffix_init.strip():
             raise AttackError("GCG suffix init must not be empty")
 
@@ -115,7 +141,7 @@ class GCG:
         """The fixed parts of the input and the initial suffix ids, checked to tokenise as ``eval`` will."""
         import torch
 
-        user = self.cfg.template.replace("{prompt}", prompt)
+        user = self.cfg.user_template.replace("{prompt}", prompt)
         head, tail = user.split(OPTIM)
         sep = head[len(head.rstrip()):]  # whitespace before the suffix is optimised with it
         head = head[: len(head) - len(sep)]
@@ -132,7 +158,8 @@ class GCG:
                      torch.tensor([self.backend.encode(target_text)], device=device, dtype=torch.long))
         if not self._renders_back([init_ids], p)[0]:
             raise AttackError(f"the initial suffix {self.cfg.suffix_init!r} does not tokenise the same inside the "
-                              "rendered prompt; pick another --suffix-init or --template")
+                              "rendered prompt (it merges with the text around it); pick another --suffix-init or "
+                              f"--template (e.g. {SPACED_TEMPLATE!r})")
         with torch.no_grad():
             for k, ids in (("before", p.before_ids), ("after", p.after_ids)):
                 p.embeds[k] = self.embed(torch.tensor([ids], device=device, dtype=torch.long))
@@ -219,6 +246,27 @@ class GCG:
 
     # -- the loop ---------------------------------------------------------------------------------------
 
+    def step(self, p: _Problem, ids: list[int], gen: Any, step: int, pid: str) -> tuple[dict[str, Any], list[int]]:
+        """One GCG step from the kept suffix ``ids``: its record and the new kept suffix."""
+        import torch
+
+        t0 = time.perf_counter()
+        grad = self.token_gradient(p, ids)
+        with torch.no_grad():
+            cands = self.sample(ids, grad, gen)
+        keep = self._renders_back(cands.tolist(), p)
+        cands = cands[torch.tensor(keep, device=cands.device)]
+        if len(cands) == 0:
+            raise AttackError(f"{pid}: no GCG candidate re-tokenises to itself at step {step}; try "
+                              "another --suffix-init or --template")
+        loss, hits = self.losses(p, cands)
+        j = int(loss.argmin())
+        new = cands[j].tolist()
+        rec = {"step": step, "loss": float(loss[j]), "candidates": len(cands), "target_reached": bool(hits[j]),
+               "any_target_reached": bool(hits.any()), "suffix": self.backend.decode(new),
+               "seconds": round(time.perf_counter() - t0, 4)}
+        return rec, new
+
     def run(self, prompt: Prompt, target: str, *, on_step: Callable[[dict[str, Any]], None] | None = None
             ) -> AttackResult:
         import torch
@@ -228,41 +276,45 @@ class GCG:
         gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
         with torch.no_grad():
             loss0, hit0 = self.losses(p, torch.tensor([ids], device=self.embed.weight.device))
-        best = (float(loss0[0]), ids, bool(hit0[0]))  # lowest loss so far: its suffix, and whether it hits
-        hit, history, steps = best[2], [], 0
+        init = (float(loss0[0]), ids, bool(hit0[0]))
+        kept_rule = cfg.early_stop_on == "kept"
+        flag = init[2]  # nanoGCG's stop_flag: the initial buffer's evaluation sets it too
+        history: list[dict[str, Any]] = []
+        path: list[tuple[float, list[int], bool]] = []  # each step's kept suffix
+        stopped = cfg.early_stop and kept_rule and init[2]
         for step in range(1, cfg.steps + 1):
-            if hit and cfg.early_stop:
+            if stopped:
                 break
-            t0 = time.perf_counter()
-            grad = self.token_gradient(p, ids)
-            with torch.no_grad():
-                cands = self.sample(ids, grad, gen)
-            keep = self._renders_back(cands.tolist(), p)
-            cands = cands[torch.tensor(keep, device=cands.device)]
-            if len(cands) == 0:
-                raise AttackError(f"{prompt.id}: no GCG candidate re-tokenises to itself at step {step}; try "
-                                  "another --suffix-init or --template")
-            loss, hits = self.losses(p, cands)
-            j = int(loss.argmin())
-            ids, hit, steps = cands[j].tolist(), bool(hits[j]), step
-            rec = {"step": step, "loss": float(loss[j]), "candidates": len(cands), "target_reached": hit,
-                   "suffix": self.backend.decode(ids), "seconds": round(time.perf_counter() - t0, 4)}
+            rec, ids = self.step(p, ids, gen, step, prompt.id)
             history.append(rec)
+            path.append((rec["loss"], ids, rec["target_reached"]))
             if on_step is not None:
                 on_step(rec)
-            if rec["loss"] < best[0]:
-                best = (rec["loss"], ids, hit)
-        # early stop keeps the suffix that reached the target; otherwise the lowest loss wins (nanoGCG's best_string)
-        if hit and cfg.early_stop:
-            best = (history[-1]["loss"] if history else best[0], ids, True)
-        best_loss, best_ids, best_hit = best
+            flag = flag or rec["any_target_reached"]
+            stopped = cfg.early_stop and (rec["target_reached"] if kept_rule else flag)
+        best_loss, best_ids, best_hit = choose_best(init, path, kept_stop=stopped and kept_rule,
+                                                    include_init=cfg.best_includes_init)
         suffix = self.backend.decode(best_ids)
         return AttackResult(
             id=prompt.id, behavior=prompt.prompt, prompt=p.user_head + suffix + p.user_tail, target=target,
             attack="gcg", category=prompt.category, label=prompt.label, config=config_dict(cfg), seed=cfg.seed,
-            steps=steps, score=best_loss, history=history,
-            extra={"suffix": suffix, "suffix_ids": best_ids, "initial_loss": float(loss0[0]),
-                   "target_reached": best_hit, "prompt_text": p.before_str + suffix + p.after_str})
+            steps=len(history), score=best_loss, history=history,
+            extra={"suffix": suffix, "suffix_ids": best_ids, "initial_loss": init[0], "target_reached": best_hit,
+                   "stopped_early": bool(stopped), "prompt_text": p.before_str + suffix + p.after_str})
+
+
+Kept = tuple[float, list[int], bool]  # (loss, suffix ids, whether its greedy continuation is the target)
+
+
+def choose_best(init: Kept, path: list[Kept], *, kept_stop: bool = False, include_init: bool = False) -> Kept:
+    """The suffix a run returns. nanoGCG (gcg.py @ d4a20a8, end of ``GCG.run``): the first lowest loss among the
+    steps' kept suffixes (``losses.index(min(losses))``), never the initial one. ``kept_stop`` (early stop on the
+    kept suffix): the suffix that reached the target. ``include_init``: the initial suffix competes (first on ties).
+    Without any step (a kept-rule stop before step 1) the initial suffix is all there is."""
+    if kept_stop:
+        return path[-1] if path else init
+    pool = [init, *path] if include_init or not path else path
+    return min(pool, key=lambda k: k[0])
 
 
 def run_gcg(backend: Any, prompt: Prompt | str, target: str, cfg: GCGAttackConfig, *,

@@ -37,10 +37,15 @@ def gcg_cmd(
     n_replace: Annotated[int, typer.Option(min=1, help="positions swapped per candidate")] = 1,
     batch_size: Annotated[int | None, typer.Option(min=1, help="candidates per forward pass (default: all)")]
     = None,
-    template: Annotated[str, typer.Option(help="the user turn: {prompt} the behaviour, {optim_str} the suffix")]
-    = "{prompt} {optim_str}",
+    template: Annotated[str, typer.Option(help="the user turn: {prompt} the behaviour, {optim_str} the suffix "
+                                          "(nanoGCG: appended directly; '{prompt} {optim_str}' adds a space)")]
+    = "{prompt}{optim_str}",
     early_stop: Annotated[bool, typer.Option("--early-stop/--no-early-stop",
-                                             help="stop once the greedy continuation is the target")] = True,
+                                             help="stop once the target is reached (nanoGCG: off)")] = False,
+    early_stop_on: Annotated[str, typer.Option(help="any: a candidate's argmax is the target (nanoGCG); kept: the "
+                                                    "kept suffix's, which is then returned")] = "any",
+    best_includes_init: Annotated[bool, typer.Option(
+        "--best-includes-init", help="the initial suffix may be returned as best (nanoGCG: steps only)")] = False,
     allow_non_ascii: Annotated[bool, typer.Option("--allow-non-ascii")] = False,
     prefix_cache: Annotated[bool, typer.Option("--prefix-cache/--no-prefix-cache")] = True,
     seed: Annotated[int, typer.Option()] = 0,
@@ -69,6 +74,7 @@ def gcg_cmd(
 
     cfg = GCGAttackConfig(steps=steps, suffix_init=suffix_init, search_width=search_width, topk=topk,
                           n_replace=n_replace, batch_size=batch_size, template=template, early_stop=early_stop,
+                          early_stop_on=early_stop_on, best_includes_init=best_includes_init,
                           allow_non_ascii=allow_non_ascii, prefix_cache=prefix_cache, seed=seed)
     render = {"reasoning_format": reasoning_format, "system_prompt": system_prompt, "think_prefill": think_prefill,
               "enable_thinking": enable_thinking, "thinking": thinking, "prefill": prefill, "preset": preset}
