@@ -183,12 +183,73 @@ def test_shared_variant_keeps_the_previous_behaviour():
     assert res2.completion.finish_reason == "length" and res2.answer_budget == 0
 
 
-@pytest.mark.parametrize("mode", ["safechain", "shared"])
-def test_opens_thought_when_template_does_not(mode):
+def test_safechain_adds_no_opener_when_template_does_not_open_the_thought():
     be = CharBackend(_script())
-    (res,) = _run(be, prompts=("Q:",), max_new=100, budget=50, rounds=0, budget_mode=mode)
+    (res,) = _run(be, prompts=("Q:",), max_new=100, budget=50, rounds=0)
+    assert be.calls[0]["prompts"] == ["Q:"]  # the rendered prompt as is, as SafeChain sends it
+    assert res.completion.text == "abc</think>\n\nANSWER" and res.injected_tokens == 0
+    split = R1.split(res.completion.text, "Q:")
+    assert split.thinking == "abc" and split.answer == "ANSWER" and split.thinking_closed
+
+
+def test_shared_variant_opens_the_thought_and_charges_it():
+    be = CharBackend(_script())
+    (res,) = _run(be, prompts=("Q:",), max_new=100, budget=50, rounds=0, budget_mode="shared")
+    assert be.calls[0]["prompts"] == ["Q:<think>\n"] and be.calls[0]["max"] == 50 - len("<think>\n")
     assert res.completion.text == "<think>\nabc</think>\n\nANSWER"
     assert res.injected_tokens == len("<think>\n") and res.thinking_tokens == 3
+
+
+class _SafeChainClient:
+    """vLLM's completions endpoint over the same script: ``usage.completion_tokens`` counts a sampled stop
+    string (the end marker) or EOS token, as vLLM's does."""
+
+    def __init__(self, script):
+        self.script, self.calls = script, []
+
+    def completions(self, prompt, max_tokens):
+        self.calls.append({"prompt": prompt, "max": max_tokens})
+        full, stopped = self.script(prompt, None)
+        text = full[:max_tokens]
+        cost = len(text) + ({"</think>": END, "eos": 1}.get(stopped, 0) if len(full) <= max_tokens else 0)
+        return text, min(cost, max_tokens)
+
+
+def _safechain_morethink_single(client, prompt, max_tokens, think_budget, enforce_num, ignore_str):
+    """uw-nsl/safechain utils_model.py::morethink_single @ d9c0d79a58bb1180f42664610f01490d5062f0f7, line for
+    line (``random.choice(RETHINK_STRING)`` fixed to ``ignore_str``; sampling arguments left out)."""
+    max_thinking_tokens = think_budget
+    text, used = client.completions(prompt, max_thinking_tokens)
+    think_o = "<think>\n"  # think_o_start: prefixes the recorded thought, never the prompt
+    for _ in range(enforce_num):
+        max_thinking_tokens -= used
+        if max_thinking_tokens <= 0:
+            break
+        think_o += text + ignore_str
+        prompt += text + ignore_str
+        text, used = client.completions(prompt, max_thinking_tokens)
+    think_o += text + "</think>\n\n"
+    prompt += text + "</think>\n\n"
+    solution_budget = max_tokens - (think_budget - min(0, max_thinking_tokens))
+    final_o, _ = client.completions(prompt, solution_budget)
+    return think_o, final_o
+
+
+@pytest.mark.parametrize("prompt", ["Q:", "Q:<think>\n"])
+@pytest.mark.parametrize(("script", "budget", "rounds", "rethink"), [
+    (_script(), 500, 3, "Wait"),
+    (_script(thought="xy", stop="eos"), 100, 2, "Let me think again"),
+    (lambda text, p: ("A" * 100, "eos") if "</think>" in text else ("x" * 10, "eos"), 40, 10, "Wait"),
+    (lambda text, p: ("ok", "eos") if "</think>" in text else ("<think>\nhm", "</think>"), 60, 2, "Wait"),
+])
+def test_inputs_match_safechains_procedure_step_by_step(prompt, script, budget, rounds, rethink):
+    max_new = budget + 60
+    be, ref = CharBackend(script), _SafeChainClient(script)
+    (res,) = _run(be, prompts=(prompt,), max_new=max_new, budget=budget, rounds=rounds, rethink=(rethink,))
+    think_o, final_o = _safechain_morethink_single(ref, prompt, max_new, budget, rounds, rethink)
+    assert [(c["prompts"][0], c["max"]) for c in be.calls] == [(c["prompt"], c["max"]) for c in ref.calls]
+    # the response is what followed the prompt; SafeChain's record adds its think_o_start in front
+    assert "<think>\n" + res.completion.text == think_o + final_o
 
 
 @pytest.mark.parametrize("mode", ["safechain", "shared"])
@@ -264,3 +325,21 @@ def test_run_records_used_budgets_and_reports_them(tiny_model_dir, tiny_backend,
 
     rows = dict(header_rows([load_run(res.run_dir)]))
     assert rows["thinking control"][0].startswith("MoreThink (SafeChain's procedure, 2 samples): rounds used")
+
+
+def test_on_tiny_model_template_without_opener_is_sent_as_is(tiny_backend, monkeypatch):
+    prompt = tiny_backend.render_prompt("Hello")
+    assert not R1.opened_in_prompt(prompt)
+    sent = []
+    real = tiny_backend.generate_ids
+
+    def spy(prompt_ids, params, seed, **kw):
+        sent.append([list(p) for p in prompt_ids])
+        return real(prompt_ids, params, seed, **kw)
+
+    monkeypatch.setattr(tiny_backend, "generate_ids", spy)
+    (res,) = more_think(tiny_backend, [prompt], SamplingParams(temperature=0.0, max_new_tokens=12), 3, fmt=R1,
+                        keys=["a:0"], rounds=1, budget=6, rethink=("Wait",))
+    assert sent[0] == [tiny_backend.encode(prompt)]
+    assert res.injected_tokens == res.rounds * len(tiny_backend.encode("Wait"))  # no opener among them
+    assert sent[1][0][: len(sent[0][0])] == sent[0][0]  # every later call extends those exact ids

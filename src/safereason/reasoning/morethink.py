@@ -12,13 +12,19 @@ SafeChain's procedure (``uw-nsl/safechain`` ``utils_model.py::morethink_single``
    (16000 - 10000 = 6000 at SafeChain's defaults), however much of the thought was used. The answer call
    keeps the end marker as a stop, as SafeChain's does.
 
+The first call gets the rendered prompt as is: when the chat template does not open the thought, SafeChain
+adds nothing to the model's input (its ``think_o_start`` ``<think>\\n`` only prefixes the *recorded* thought),
+and neither does this mode; the model may open the thought itself, and the split reads what precedes the
+``</think>`` this procedure appends as thought either way. Open it in the input with ``think_prefill``.
+
 Charged per call: the kept ids, plus the end marker's tokens or the EOS token when the model produced one,
 because SafeChain subtracts vLLM's ``usage.completion_tokens``, which counts them.
 
 ``budget_mode="shared"`` is an explicit variant: thinking and answer share ``max_new_tokens``. Thinking stops
-at ``min(think_budget, max_new_tokens)`` tokens counting the injected rethink strings (and an opening marker
-this module adds), a rethink string goes on a new line unless the thought already ends in whitespace, and the
-answer gets what is left after the thought and the closing marker.
+at ``min(think_budget, max_new_tokens)`` tokens counting the injected rethink strings (and the ``<think>\\n``
+it adds, charged to that budget, when the prompt does not open the thought), a rethink string goes on a new
+line unless the thought already ends in whitespace, and the answer gets what is left after the thought and
+the closing marker.
 
 Both modes extend the exact token ids generated so far (no re-tokenisation), run each round as one batched
 call over the rows still thinking, and seed the rethink choice per row (``keys``), so that a sample never
@@ -138,8 +144,10 @@ def more_think(backend: Backend, prompt_texts: Sequence[str], params: SamplingPa
     assert fmt.think_start is not None and fmt.think_end is not None
     base = [backend.encode(t) for t in prompt_texts]
     rows = []
-    for t in prompt_texts:  # MoreThink needs an open thought to extend
-        opener = [] if fmt.opened_in_prompt(t) else backend.encode(fmt.think_start + "\n")
+    for t in prompt_texts:
+        # SafeChain sends the rendered prompt as is; the shared variant opens the thought when the prompt does not
+        add = budget_mode == "shared" and not fmt.opened_in_prompt(t)
+        opener = backend.encode(fmt.think_start + "\n") if add else []
         rows.append(_Thought(gen=opener, injected=len(opener)))
     think_params = replace(params, stop=(fmt.think_end,), ignore_eos=False)
     rethink_for = _rethink_picker(backend, seed, keys, rethink, budget_mode)
