@@ -537,3 +537,20 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
         load_benchmark(str(tmp_path / "nope.csv"))
     with pytest.raises(DataError, match="is not a file"):
         load_benchmark(str(tmp_path))
+
+
+def test_a_data_dir_that_does_not_exist_is_refused_for_every_set(tmp_path: Path) -> None:
+    """A path the user gives must exist, also for the built-in ``smoke`` set and local files, which never read
+    it (it used to be ignored silently there)."""
+    missing = tmp_path / "no-such-dir"
+    local = write(tmp_path / "a.jsonl", b'{"prompt": "hi"}\n')
+    for name in ("smoke", "strongreject-small", str(local)):
+        with pytest.raises(DataError, match=r"data dir .*no-such-dir \(--data-dir\) is not a directory"):
+            load_benchmark(name, data_dir=missing)
+    assert len(load_benchmark("smoke", data_dir=tmp_path).prompts) > 0
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "safereason.cli", "eval", "--benchmark", "smoke", "--data-dir",
+                           str(missing), "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert proc.stderr.startswith("error:") and "no-such-dir (--data-dir) is not a directory" in proc.stderr
+    assert not out.exists()

@@ -111,6 +111,8 @@ def load_benchmark(name_or_path: str, *, data_dir: str | Path | None = None, lim
     """
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
         raise DataError(f"limit must be a positive whole number of prompts, got {limit!r}")
+    if data_dir is not None and not Path(data_dir).expanduser().is_dir():  # given, so it must exist (any set)
+        raise DataError(f"data dir {data_dir} (--data-dir) is not a directory")
     columns = {"prompt_column": prompt_column, "id_column": id_column, "category_column": category_column,
                "label_column": label_column}
     path = Path(name_or_path).expanduser()
