@@ -2,8 +2,9 @@
 chat request, whole (``chat.completion``) or streamed as OpenAI's server-sent events.
 
 Generation runs in a worker thread (the model is not async); a stream's chunks cross to the event loop
-through a queue. A client that disconnects, before or after the first byte, sets the request's cancel event:
-the generation stops at its next token (or monitored step) and frees the model and its admission slot.
+through a queue. A client that disconnects, streamed or not, before or after the first byte, sets the request's
+cancel event: the generation stops at its next token (or monitored step) and frees the model and its admission
+slot (a request still queued never generates).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
-import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
@@ -181,6 +181,43 @@ async def _stream(server: GuardedServer, request: Request, req: ChatRequest) -> 
     return _EventStream(events(), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
+async def _complete(server: GuardedServer, request: Request, req: ChatRequest) -> Response:
+    """Generate the whole reply in a worker thread while watching the connection: a client that leaves stops
+    the generation at its next token (or monitored step), as a stream's does, freeing the model and the slot."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[tuple[bool, Any]] = loop.create_future()
+    cancel = threading.Event()
+
+    def settle(result: tuple[bool, Any]) -> None:
+        if not done.done():  # not given up on (a forced shutdown)
+            done.set_result(result)
+
+    def work() -> None:
+        try:
+            result: tuple[bool, Any] = (True, server.engine.complete(req, cancel))
+        except Exception as e:
+            result = (False, e)
+        finally:
+            server.admission.leave()  # the generation has stopped: its slot is free
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is listening
+            loop.call_soon_threadsafe(settle, result)
+
+    watcher = asyncio.create_task(_watch_disconnect(request.receive, cancel.set))
+    threading.Thread(target=work, name="safereason-complete", daemon=True).start()
+    try:
+        ok, value = await done
+    except asyncio.CancelledError:  # the server gave up on the drain: stop the generation too
+        cancel.set()
+        raise
+    finally:
+        watcher.cancel()
+    if ok:
+        return JSONResponse(value)
+    if isinstance(value, Cancelled):
+        return Response(status_code=499)  # the client left; nobody reads this
+    raise value
+
+
 def build_app(server: GuardedServer) -> ASGIApp:
     """The ASGI app of ``server`` (its engine is attached later, once the model is loaded)."""
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
@@ -243,9 +280,6 @@ def build_app(server: GuardedServer) -> ASGIApp:
                            headers={"Retry-After": str(wait)})
         if req.stream:
             return await _stream(server, request, req)  # the worker leaves the admission
-        try:  # the thread runs to its end even if this task is cancelled: the slot is left after it
-            return JSONResponse(await anyio.to_thread.run_sync(server.engine.complete, req))
-        finally:
-            server.admission.leave()
+        return await _complete(server, request, req)  # so does this one's
 
     return _AccessLog(app)

@@ -36,7 +36,7 @@ from safereason.serve.policy import (
     split_guarded,
 )
 from safereason.serve.schema import ApiError, ChatRequest, ServeError, _Message
-from safereason.serve.streaming import Cancelled, DeltaStream, IdStreamer
+from safereason.serve.streaming import CancelCheck, Cancelled, DeltaStream, IdStreamer
 from safereason.validation import context_limit as model_context_limit
 
 __all__ = ["BINARY_SCORERS", "CONTINUOUS_SCORERS", "GUARD_SCORERS", "LOCAL_TEMPLATE_BACKENDS", "ON_UNSAFE",
@@ -174,34 +174,20 @@ class GuardedModel:
         return self._render(renderer, config, self.fmt, turns.user, self.template_kwargs, self.defense)
 
     def _generate(self, text: str, user: str, params: SamplingParams, seed: int, key: str, n: int = 1,
-                  on_ids: OnIds | None = None) -> Generated:
+                  on_ids: OnIds | None = None, cancel: threading.Event | None = None) -> Generated:
         """``n`` samples of one prompt, as ``safereason eval --k n --seed S`` generates one prompt's batch;
         ``on_ids`` (one sample) streams the settled ids where the backend and defense can, and stops the
-        generation by raising."""
-        from safereason.defenses.safethink import DefenseError
+        generation by raising; ``cancel`` (a non-streamed request) stops it once set, at the same points."""
         from safereason.runner import batch_seed
 
         gen_seed = batch_seed(seed, 0)  # as `safereason eval --seed S` seeds a batch of one prompt
         texts, keys = [text] * n, [key] if n == 1 else [f"{key}:{j}" for j in range(n)]
+        check = CancelCheck(cancel) if cancel is not None and on_ids is None else None
         if self.defense is not None and self.defense.generates:
-            kw: dict[str, Any] = {}
-            if on_ids is not None and getattr(self.defense, "streams", False):
-                kw["on_progress"] = lambda row, ids, settled, flagged: on_ids(ids, settled, flagged)
-            try:
-                outs = self.defense.generate(self.backend, texts, [user] * n, params, gen_seed, fmt=self.fmt,
-                                             keys=keys, **kw)
-            except Cancelled:
-                raise
-            except Exception as e:
-                self.defense.close()  # a broken scorer is rebuilt by the next request
-                if isinstance(e, DefenseError):
-                    why = str(e).split("; the batch was not recorded")[0]
-                else:
-                    log.exception("defense %s failed", self.config.defense)
-                    why = f"{type(e).__name__}: {str(e)[:200]}"
-                raise ApiError(503, f"the {self.config.defense} defense could not check this request ({why}); "
-                                    "no unmonitored answer was returned", "defense_error", "defense_failed") from e
-            return [(o.completion, o.control) for o in outs]
+            progress: Any = check
+            if on_ids is not None:
+                progress = lambda row, ids, settled, flagged: on_ids(ids, settled, flagged)  # noqa: E731
+            return self._defended(texts, [user] * n, params, gen_seed, keys, progress)
         if self.config.thinking == "more":
             try:
                 runs = more_think(self.backend, texts, params, gen_seed, fmt=self.fmt, keys=keys,
@@ -210,13 +196,38 @@ class GuardedModel:
             except ConfigError as e:  # SafeChain's answer budget is max_tokens - think_budget: ask for more
                 raise ApiError(400, str(e), param="max_tokens") from None
             return [(m.completion, m.control()) for m in runs]
-        if on_ids is not None and getattr(self.backend, "supports_streamer", False):
-            stop_ids = [*getattr(self.backend, "eos_ids", []), self.backend.tokenizer.pad_token_id]  # type: ignore[attr-defined]
-            streamer = IdStreamer(lambda ids: on_ids(ids, True, False), stop_ids)
-            (c,) = self.backend.generate_ids([self.backend.encode(text)], params, gen_seed,  # type: ignore[call-arg]
-                                             streamer=streamer)
-            return [(c, {})]
+        if (on_ids is not None or check is not None) and getattr(self.backend, "supports_streamer", False):
+            streamer: Any = check
+            if on_ids is not None:
+                stop_ids = [*getattr(self.backend, "eos_ids", []), self.backend.tokenizer.pad_token_id]  # type: ignore[attr-defined]
+                streamer = IdStreamer(lambda ids: on_ids(ids, True, False), stop_ids)
+            ids = [self.backend.encode(text)] * n  # the ids generate(texts) tokenises, so the same samples
+            outs = self.backend.generate_ids(ids, params, gen_seed, streamer=streamer)  # type: ignore[call-arg]
+            return [(c, {}) for c in outs]
         return [(c, {}) for c in self.backend.generate(texts, params, gen_seed)]
+
+    def _defended(self, texts: list[str], users: list[str], params: SamplingParams, seed: int, keys: list[str],
+                  progress: Callable[..., None] | None) -> Generated:
+        """The defense's generation; ``progress`` reaches it where it streams (raising from it stops it). A
+        failed check is a 503 with no answer: an unmonitored one must never leave the server."""
+        from safereason.defenses.safethink import DefenseError
+
+        assert self.defense is not None
+        kw = {"on_progress": progress} if progress is not None and getattr(self.defense, "streams", False) else {}
+        try:
+            outs = self.defense.generate(self.backend, texts, users, params, seed, fmt=self.fmt, keys=keys, **kw)
+        except Cancelled:
+            raise
+        except Exception as e:
+            self.defense.close()  # a broken scorer is rebuilt by the next request
+            if isinstance(e, DefenseError):
+                why = str(e).split("; the batch was not recorded")[0]
+            else:
+                log.exception("defense %s failed", self.config.defense)
+                why = f"{type(e).__name__}: {str(e)[:200]}"
+            raise ApiError(503, f"the {self.config.defense} defense could not check this request ({why}); "
+                                "no unmonitored answer was returned", "defense_error", "defense_failed") from e
+        return [(o.completion, o.control) for o in outs]
 
     def _params(self, req: ChatRequest) -> SamplingParams:
         cfg = self.config
@@ -251,14 +262,18 @@ class GuardedModel:
                            code="context_length_exceeded", param="messages")
         return text, n_prompt
 
-    def complete(self, req: ChatRequest) -> dict[str, Any]:
-        """Answer one request (blocks while earlier requests use the model)."""
+    def complete(self, req: ChatRequest, cancel: threading.Event | None = None) -> dict[str, Any]:
+        """Answer one request (blocks while earlier requests use the model). ``cancel``, once set (the client
+        left), stops the generation as a stream's disconnect does: raises :class:`Cancelled`, without generating
+        at all when it was set while the request was queued."""
         turns, params, seed, request_id = self._prepare(req)
         with self._lock:  # one generation at a time: neither torch models nor fast tokenizers are thread-safe
             started = time.monotonic()
             try:
+                if cancel is not None and cancel.is_set():  # the client left while queued
+                    raise Cancelled
                 text, n_prompt = self._prompt(turns, params)
-                outs = self._generate(text, turns.user, params, seed, request_id, req.n or 1)
+                outs = self._generate(text, turns.user, params, seed, request_id, req.n or 1, cancel=cancel)
             finally:
                 self._service_s.append(time.monotonic() - started)
         return self._response(request_id, text, n_prompt, outs, seed)

@@ -14,6 +14,7 @@ reasoning, which cannot be undone once sent.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -121,6 +122,25 @@ class DeltaStream:
                 out.append((field, value[len(sent):]))
                 self.sent[field] = value
         return out
+
+
+class CancelCheck:
+    """Stops a generation nobody waits for any more: transformers' streamer interface (any batch size) and a
+    defense's progress hook in one, raising :class:`Cancelled` at the next token or step once ``cancel`` is set
+    (the client of a non-streamed request went away)."""
+
+    def __init__(self, cancel: threading.Event) -> None:
+        self.cancel = cancel
+
+    def __call__(self, *_: Any) -> None:
+        if self.cancel.is_set():
+            raise Cancelled
+
+    def put(self, value: Any) -> None:
+        self()
+
+    def end(self) -> None:
+        pass
 
 
 class IdStreamer:
