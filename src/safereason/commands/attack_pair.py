@@ -16,9 +16,10 @@ from safereason.commands.common import _judge_options, _quiet_libraries, out_con
 def pair_cmd(
     target_model: Annotated[str, typer.Option(help="the attacked model: alias, local path, hub id, served name")],
     attacker_model: Annotated[str, typer.Option(help="the model that writes the jailbreak prompts")],
-    judge: Annotated[str, typer.Option(help="pair-rubric (PAIR's 1-10 judge prompt) or any safety judge")],
     benchmark: Annotated[str, typer.Option(help="registered name or a CSV/JSONL/Parquet path")],
     out: Annotated[Path, typer.Option(help="writes OUT/adversarial.jsonl; re-running the same command resumes")],
+    judge: Annotated[str, typer.Option(help="pair-gcg (PAIR's default: refusal keywords and length), pair-rubric "
+                                            "(PAIR's 1-10 judge prompt) or any safety judge")] = "pair-gcg",
     limit: Annotated[int | None, typer.Option(min=1, help="first N behaviours")] = None,
     streams: Annotated[int, typer.Option(min=1, help="parallel conversations N (official default 3)")] = 3,
     depth: Annotated[int, typer.Option(min=1, help="rounds D per conversation (official default 3)")] = 3,
@@ -59,10 +60,16 @@ def pair_cmd(
     _quiet_libraries()
 
     def progress(r: AttackResult, n: int, total: int) -> None:
+        unparsed = r.extra.get("judge_unparsed", 0)
         out_console.print(f"[{n}/{total}] {r.id}: best score {r.score:g} after {r.queries} queries"
-                          f"{' (jailbroken)' if r.success else ''}", highlight=False)
+                          f"{' (jailbroken)' if r.success else ''}"
+                          f"{f'; {unparsed} judge replies without [[N]] read as 1' if unparsed else ''}",
+                          highlight=False)
 
     results = attack_pair(run, progress=progress)
     wins = sum(bool(r.success) for r in results)
-    out_console.print(f"PAIR: {wins}/{len(results)} behaviours reached score 10 (the attack's own judge); "
+    unparsed = sum(int(r.extra.get("judge_unparsed") or 0) for r in results)
+    errors = sum(int(r.extra.get("judge_errors") or 0) for r in results)
+    out_console.print(f"PAIR: {wins}/{len(results)} behaviours reached score 10 (the attack's own judge); judge "
+                      f"replies read as 1 (no [[N]]): {unparsed}, judge errors: {errors}; "
                       f"adversarial file: [bold]{out / 'adversarial.jsonl'}[/bold]")
