@@ -48,7 +48,8 @@ def _adversarial(tmp_path: Path) -> Path:
             adv.append(AttackResult(id=pid, behavior=f"behaviour {pid}", prompt=prompt, target="Sure", attack="pair",
                                     category="crime", label="harmful", config={"n_streams": 3, "n_iterations": 3},
                                     success=it is not None, queries=queries, score=10.0 if it else 4.0,
-                                    extra={"success_iteration": it, "iterations": it or 3}))
+                                    extra={"success_iteration": it, "iterations": it or 3,
+                                           "judge_unparsed": 2 if pid == "b3" else 0}))
     return adv.path
 
 
@@ -90,6 +91,7 @@ def test_report_from_eval_runs_of_an_adversarial_file(tmp_path: Path, word_backe
     assert row.asr_k == pytest.approx(1 - metrics["safe@k"])
     assert row.budget_unit == "queries" and row.budget_total == 30 and row.eval_successes == 2
     assert row.budget_per_success == pytest.approx(15.0) and row.attack_success_rate == pytest.approx(0.5)
+    assert row.judge_unparsed == 2  # the PAIR judge's replies read as 1, summed over the behaviours
 
     report = json.loads((out / "attack_report.json").read_text())
     assert len(report["rows"]) == 2 and len(report["curves"]) == 1  # one curve per adversarial file
@@ -97,7 +99,7 @@ def test_report_from_eval_runs_of_an_adversarial_file(tmp_path: Path, word_backe
     assert curve["axis"] == "PAIR depth" and curve["points"] == [[0, 0.0], [1, 0.25], [3, 0.5]]
     assert (out / "success_vs_budget.png").read_bytes()[:4] == b"\x89PNG"
     md = (out / "attack_report.md").read_text()
-    assert "| 0.500 [" in md and "15.0 queries" in md
+    assert "| 0.500 [" in md and "15.0 queries" in md and "0.500 (2 judge replies read as 1)" in md
     html = (out / "attack_report.html").read_text()
     assert "Attack success" in html and "data:image/png;base64," in html and "<script>" not in html
 

@@ -53,6 +53,8 @@ class AttackRow:
     budget_per_success: float | None
     attack_success_rate: float | None  # the attack's own criterion
     partial: str | None = None
+    #: PAIR: the attack's judge replies without [[N]] that upstream's rule read as 1 (None: not recorded)
+    judge_unparsed: int | None = None
 
 
 def _attack_records(run: Run) -> dict[str, dict[str, Any]]:
@@ -138,7 +140,13 @@ def attack_row(run: Run, label: str, judge: str, part: str | None = None) -> Att
         asr_k=None if entry.get("safe@k") is None else 1 - entry["safe@k"], asr_k_ci=_flip(ci.get("safe@k")),
         budget_unit=unit, budget_total=budget, eval_successes=successes,
         budget_per_success=budget / successes if budget is not None and successes > 0 else None,
-        attack_success_rate=sum(map(bool, own)) / len(own) if own else None, partial=run.partial)
+        attack_success_rate=sum(map(bool, own)) / len(own) if own else None, partial=run.partial,
+        judge_unparsed=_unparsed(records))
+
+
+def _unparsed(records: dict[str, dict[str, Any]]) -> int | None:
+    counts = [int(r["judge_unparsed"]) for r in records.values() if r.get("judge_unparsed") is not None]
+    return sum(counts) if counts else None
 
 
 # -- success vs budget ----------------------------------------------------------------------------------------
@@ -223,7 +231,8 @@ def table_rows(rows: Sequence[AttackRow]) -> list[dict[str, str]]:
              "attacked": str(tail(r.attacked_model)) if r.attacked_model else "—", "model": str(tail(r.model)),
              "defense": r.defense or "none", "judge": f"{r.judge}/{r.part}", "n": str(r.n_prompts),
              "asr": _fmt(r.asr, r.asr_ci), "asr_k": f"{_fmt(r.asr_k, r.asr_k_ci)} (K={r.k})",
-             "own": _fmt(r.attack_success_rate),
+             "own": _fmt(r.attack_success_rate) + (f" ({r.judge_unparsed} judge replies read as 1)"
+                                                     if r.judge_unparsed else ""),
              "per_success": "—" if r.budget_per_success is None else f"{r.budget_per_success:.1f} {r.budget_unit}"}
             for r in rows]
 
