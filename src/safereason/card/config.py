@@ -37,7 +37,7 @@ class PresetSizes(BaseModel):
     n_static: int | None = Field(None, ge=1, description="prompts drawn from tars-adversarial and rainbow-teaming")
     math_set: str = "gsm8k"
     n_math: int | None = Field(None, ge=1)
-    n_code: int | None = Field(None, ge=1, description="HumanEval problems (0 turns the code stage off)")
+    n_code: int | None = Field(None, ge=0, description="HumanEval problems (0 turns the code stage off)")
     utility_k: int = Field(1, ge=1)
     utility_max_new_tokens: int = Field(ge=1)
     n_agreement: int | None = Field(None, ge=1, description="human-labelled items per judge-agreement set")
