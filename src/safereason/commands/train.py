@@ -219,3 +219,12 @@ def dpo_cmd(
     from safereason.train.dpo import load_dpo_config
 
     _run("dpo", load_dpo_config(config, **values), print_config, no_progress)
+
+
+def _register_guard() -> None:
+    from safereason.commands.guard import guard_cmd
+
+    app.command("guard")(guard_cmd)
+
+
+_register_guard()

@@ -34,7 +34,9 @@ ON_UNSAFE = ("refuse", "return")
 #: the content of a withheld answer (``finish_reason: "content_filter"``)
 REFUSAL = "I'm sorry, but I can't help with that."
 #: guard models whose verdict is a probability: the SafeThink scorers that fit a served endpoint
-GUARD_SCORERS = ("llama-guard-3-1b", "llama-guard-3-8b", "llama-guard-4-12b", "wildguard", "harmbench-cls")
+GUARD_SCORERS = (
+    "smol-guard", "llama-guard-3-1b", "llama-guard-3-8b", "llama-guard-4-12b", "wildguard", "harmbench-cls",
+)
 #: scorers known to give a continuous P(unsafe) (harm-rubric: from the judge's logprobs, unless turned off)
 CONTINUOUS_SCORERS = (*GUARD_SCORERS, "llama-guard", "harmbench-cls-mistral", "openai-moderation", "harm-rubric")
 #: scorers whose score is 0 or 1 (a string match): unfit to steer live traffic
