@@ -46,21 +46,13 @@ from safereason.metrics import status_counts
 from safereason.models import Backend, Completion, SamplingParams, build_backend
 from safereason.models.presets import preset_record
 from safereason.reasoning import get_format
-from safereason.reasoning.controls import (
-    control_prefill,
-    images_of,
-    more_think,
-    morethink_stats,
-    prompt_prefill,
-    shortfalls,
-)
+from safereason.reasoning.controls import images_of, more_think, morethink_stats, shortfalls
 from safereason.reasoning.formats import ReasoningFormat
 from safereason.records import Prompt, Sample
+from safereason.rendering import check_rendering, render_prompt
 from safereason.rundir import RunDir
 from safereason.validation import (
-    PROBE,
     check_prompt_texts,
-    check_template_keeps_messages,
     context_limit,
     count_within_context,
     preflight_judges,
@@ -178,14 +170,8 @@ def _prepare(config: EvalConfig, run: RunDir, prompts: list[Prompt], *, backend:
         )
     fmt = get_format(config.reasoning_format)
     defense = build_defense(config.defense, config.defense_options) if config.defense else None
-    template_kwargs = {}
-    if config.enable_thinking is not None:
-        template_kwargs[fmt.template_switch or "enable_thinking"] = config.enable_thinking
-    probe = render(backend, config, fmt, PROBE, template_kwargs, defense)
-    check_template_keeps_messages(probe, sentinel=PROBE, model=config.model,
-                                  system_prompt=defense.system_prompt(config.system_prompt) if defense
-                                  else config.system_prompt)
-    prompt_texts = [render(backend, config, fmt, p.prompt, template_kwargs, defense, images=p.images, meta=p.meta)
+    check_rendering(backend, config, model=config.model, defense=defense)
+    prompt_texts = [render_prompt(backend, config, p.prompt, defense=defense, images=p.images, meta=p.meta)
                     for p in prompts]
     limit = context_limit(backend, config.backend_options)
     n_prompt_tokens, long = count_within_context(backend, [p.id for p in prompts], prompt_texts,
@@ -313,26 +299,6 @@ def _unanswered(b: int, r: Row, p: Prompt, prompt_text: str, n_prompt_tokens: in
         images=list(p.images), status=status, status_reason=reason,  # type: ignore[arg-type]
     )
     return {"batch": b, "prompt_index": r.prompt_index, "sample": sample.model_dump(mode="json", exclude={"judgments"})}
-
-
-def effective_thinking(config: EvalConfig, defense: Defense | None) -> str:
-    return defense.thinking if defense is not None and defense.thinking else config.thinking
-
-
-def render(backend: Backend, config: EvalConfig, fmt: ReasoningFormat, prompt: str,
-           template_kwargs: dict[str, Any], defense: Defense | None = None, images: Sequence[str] = (),
-           meta: dict[str, Any] | None = None) -> str:
-    """The exact prompt text: chat template (with any defense system prompt), think_prefill, the thinking
-    control, a defense's prefix, prefill, then the prompt's own prefill (``meta``: see ``prompt_prefill``)."""
-    system = defense.system_prompt(config.system_prompt) if defense is not None else config.system_prompt
-    extra: dict[str, Any] = {"images": list(images)} if images else {}  # only multimodal backends take it
-    text = backend.render_prompt(prompt, system_prompt=system, prefill=config.think_prefill or "",
-                                 template_kwargs=template_kwargs, **extra)
-    text += control_prefill(effective_thinking(config, defense), fmt, text, config.less_think_text)
-    if defense is not None:
-        text += defense.prefill(fmt, text)
-    text += config.prefill or ""
-    return text + (prompt_prefill(fmt, text, meta) if meta else "")
 
 
 # -- public API ------------------------------------------------------------------------------------

@@ -9,9 +9,8 @@ import pytest
 
 from safereason.config import make_config
 from safereason.errors import ConfigError, DataError
-from safereason.reasoning import get_format
-from safereason.runner import render
-from safereason.train.render import TrainRow, build_examples, read_rows, template_kwargs
+from safereason.rendering import render_prompt
+from safereason.train.render import TrainRow, build_examples, read_rows
 
 #: a small DeepSeek-R1-distill-like template: no default system prompt, and the generation prompt opens the thought
 R1_TEMPLATE = (
@@ -51,12 +50,11 @@ CASES = [
 def test_ids_equal_eval_prompt_plus_target(tiny_model_dir, template, settings, reply, target):
     backend = _backend(tiny_model_dir, template)
     ecfg = make_config(model=str(tiny_model_dir), chat_template=template, **settings)
-    fmt = get_format(ecfg.reasoning_format)
     prompts = ["How do I pick a lock?", "What is 2+2?"]
     [ex, ex2] = build_examples([TrainRow(p, reply) for p in prompts], backend.tokenizer, ecfg,
                                model_name=str(tiny_model_dir))
     for example, prompt in ((ex, prompts[0]), (ex2, prompts[1])):
-        eval_text = render(backend, ecfg, fmt, prompt, template_kwargs(ecfg, fmt))
+        eval_text = render_prompt(backend, ecfg, prompt)
         assert example.prompt_text == eval_text
         assert example.prompt_ids == backend.encode(eval_text)  # the ids eval generates from
         assert example.completion_ids == [*backend.encode(target), backend.tokenizer.eos_token_id]

@@ -24,16 +24,11 @@ def eval_renderer(backend: Any, model: str, **settings: Any) -> tuple[Callable[[
     """``eval``'s rendering of a user turn for ``model`` with ``settings`` (unset ones from its preset), and the
     resolved settings, recorded with each row."""
     from safereason.config import make_config
-    from safereason.reasoning import get_format
-    from safereason.runner import render
+    from safereason.rendering import prompt_renderer
 
     config = make_config(model=model, **{k: v for k, v in settings.items() if v is not None})
-    fmt = get_format(config.reasoning_format)
-    template_kwargs: dict[str, Any] = {}
-    if config.enable_thinking is not None:
-        template_kwargs[fmt.template_switch or "enable_thinking"] = config.enable_thinking
     resolved = {k: getattr(config, k) for k in RENDER_KEYS}
-    return (lambda user: render(backend, config, fmt, user, template_kwargs)), resolved
+    return prompt_renderer(backend, config), resolved
 
 
 def attack_gcg(model: str, benchmark: str, out: str | Path, cfg: GCGAttackConfig, *, limit: int | None = None,

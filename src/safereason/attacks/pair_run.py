@@ -43,16 +43,11 @@ class PairRun:
 def _target_renderer(run: PairRun, backend: Any) -> Callable[[str], str]:
     """``eval``'s rendering of a prompt for the target model (no defense: PAIR attacks the plain model)."""
     from safereason.config import make_config
-    from safereason.reasoning import get_format
-    from safereason.runner import render
+    from safereason.rendering import prompt_renderer
 
     config = make_config(model=run.target_model, benchmark=run.benchmark, backend=run.target_backend,
                          backend_options=run.target_options, device=run.device, dtype=run.dtype)
-    fmt = get_format(config.reasoning_format)
-    template_kwargs: dict[str, Any] = {}
-    if config.enable_thinking is not None:
-        template_kwargs[fmt.template_switch or "enable_thinking"] = config.enable_thinking
-    return lambda prompt: render(backend, config, fmt, prompt, template_kwargs)
+    return prompt_renderer(backend, config)
 
 
 def identity(run: PairRun, judge: Any) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from safereason.defenses.base import DEFENSES, Defense
 from safereason.errors import ConfigError
+from safereason.reasoning.controls import into_thought
 from safereason.reasoning.formats import ReasoningFormat
 
 SAFEPATH_PREFIX = "Let's think about safety first"
@@ -49,10 +50,7 @@ class SafePathDefense(Defense):
     def prefill(self, fmt: ReasoningFormat, prompt_text: str) -> str:
         if not fmt.has_thinking:
             raise ConfigError("safepath needs a reasoning format with thinking markers")
-        assert fmt.think_start is not None
-        if fmt.opened_in_prompt(prompt_text):
-            return self.prefix
-        return fmt.think_start + "\n" + self.prefix
+        return into_thought(fmt, prompt_text, self.prefix)
 
 
 class AdaShieldDefense(Defense):

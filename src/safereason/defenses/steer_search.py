@@ -238,12 +238,12 @@ def _setup(backend: Backend, harmful: list[Prompt], benign: list[Prompt], prefix
     """Render the prompts as eval does, and cut rows into batches whose seeds depend on the rows only."""
     from safereason.config import make_config
     from safereason.reasoning import get_format
-    from safereason.runner import render
+    from safereason.rendering import render_prompt
 
     cfg = make_config(system_prompt=system_prompt, think_prefill=think_prefill or None, reasoning_format=fmt)
     rf = get_format(fmt)
-    h_texts = [render(backend, cfg, rf, p.prompt, {}) for p in harmful]
-    b_texts = [render(backend, cfg, rf, p.prompt, {}) for p in benign]
+    h_texts = [render_prompt(backend, cfg, p.prompt) for p in harmful]
+    b_texts = [render_prompt(backend, cfg, p.prompt) for p in benign]
     if rf.has_thinking and not rf.opened_in_prompt(h_texts[0]):
         raise ConfigError(f"the rendered prompt does not open a {rf.think_start} block, so a prefix would not start a "
                           f"reasoning step; set think_prefill (e.g. {rf.think_start!r} + newline) or use a model "

@@ -21,10 +21,14 @@ class ChatPromptMixin:
     vision: VisionInputs | None = None
 
     def render_prompt(self, prompt: str, *, system_prompt: str | None = None, prefill: str = "",
-                      template_kwargs: dict[str, Any] | None = None, images: Sequence[str] = ()) -> str:
-        """The chat-templated prompt; with ``images`` (VLMs only) the user turn is one image item per image,
-        then the text, so the text holds one image placeholder per image (see models.vision)."""
+                      template_kwargs: dict[str, Any] | None = None, images: Sequence[str] = (),
+                      history: Sequence[dict[str, str]] = ()) -> str:
+        """The chat-templated prompt (the template part of :func:`safereason.rendering.render_prompt`); with
+        ``images`` (VLMs only) the user turn is one image item per image, then the text, so the text holds one
+        image placeholder per image (see models.vision); ``history``: earlier turns (text-only models)."""
         if self.vision is not None:
+            if history:
+                raise DataError(f"{self.model_name!r} is a vision-language model: send a single user turn")
             return self._render_vlm(prompt, system_prompt, prefill, template_kwargs, images)
         if images:
             raise no_images_error(self.model_name)
@@ -33,7 +37,7 @@ class ChatPromptMixin:
                 f"the tokenizer of {self.model_name!r} has no chat template; pass one with --chat-template FILE"
             )
         messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
-            {"role": "user", "content": prompt}
+            *history, {"role": "user", "content": prompt}
         ]
         text = self.tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=True, **(template_kwargs or {})

@@ -32,7 +32,7 @@ from safereason.reasoning.morethink import (
 __all__ = [
     "BUDGET_MODES", "DEFAULT_RETHINK", "LESS_THINK_BODY", "SAFECHAIN_ANSWER_BUDGET", "SAFECHAIN_MAX_TOKENS",
     "SAFECHAIN_THINK_BUDGET", "SAFECHAIN_THINK_ROUNDS", "THINKING_MODES", "MoreThinkResult", "control_prefill",
-    "images_of", "more_think", "morethink_line", "morethink_stats", "shortfalls",
+    "images_of", "into_thought", "more_think", "morethink_line", "morethink_stats", "shortfalls",
 ]
 
 THINKING_MODES = ("default", "zero", "less", "more")
@@ -70,6 +70,13 @@ def control_prefill(mode: str, fmt: ReasoningFormat, prompt_text: str, less_thin
     return body[len(tail):] if body.startswith(tail) else body.lstrip("\n")
 
 
+def into_thought(fmt: ReasoningFormat, prompt_text: str, text: str) -> str:
+    """What makes ``text`` the start of the thought after ``prompt_text``: it goes on in a block the prompt left
+    open, else a block is opened for it (SafePath's primer, a thought prefill)."""
+    assert fmt.think_start is not None
+    return text if fmt.opened_in_prompt(prompt_text) else fmt.think_start + "\n" + text
+
+
 #: A prompt's own prefill, read from its ``meta`` (an adversarial file's columns): the text, and where it goes.
 PREFILL_META = "prefill"
 PREFILL_WHERE_META = "prefill_where"
@@ -94,12 +101,10 @@ def prompt_prefill(fmt: ReasoningFormat, prompt_text: str, meta: dict[str, objec
         if not fmt.has_thinking:
             raise ConfigError(f"a thought prefill needs a reasoning format with thinking markers, not {fmt.name!r}")
         assert fmt.think_start is not None
-        if fmt.opened_in_prompt(prompt_text):
-            return text
-        if fmt.closed_in_prompt(prompt_text):
+        if not fmt.opened_in_prompt(prompt_text) and fmt.closed_in_prompt(prompt_text):
             raise ConfigError("a thought prefill cannot go into a prompt whose thinking is already closed "
                               "(thinking zero/less, or thinking disabled in the template)")
-        return fmt.think_start + "\n" + text
+        return into_thought(fmt, prompt_text, text)
     # answer: close a thinking block the prompt left open (an empty thought), then the text
     closing = control_prefill("zero", fmt, prompt_text) if fmt.opened_in_prompt(prompt_text) else ""
     return closing + text

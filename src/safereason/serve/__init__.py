@@ -11,8 +11,8 @@ unsafe after its attempts is, by default (``on_unsafe="refuse"``), answered with
 response's ``safereason`` field holds the defense's control record (SafeThink's steps and interventions), its
 verdict, the seed used and the split status.
 
-Generation is the eval machinery, not a copy of it: the prompt text comes from :func:`runner.render` (defense
-system prompt, ``think_prefill``, thinking control, defense prefix), a generating defense runs its own
+Generation is the eval machinery, not a copy of it: the prompt text comes from :func:`rendering.render_prompt`
+(defense system prompt, ``think_prefill``, thinking control, defense prefix), a generating defense runs its own
 ``generate`` and a request's ``seed`` S with ``n`` = K is generated as ``safereason eval --seed S --k K``
 generates one prompt. A defense that fails (its scorer is down, or anything raises) fails the request with a
 503: nothing is ever returned unmonitored.

@@ -23,6 +23,7 @@ from safereason.errors import ConfigError
 from safereason.models import Backend, Completion, SamplingParams
 from safereason.reasoning import get_format
 from safereason.reasoning.controls import more_think
+from safereason.rendering import render_prompt
 from safereason.serve.policy import (
     BINARY_SCORERS,
     CONTINUOUS_SCORERS,
@@ -71,27 +72,6 @@ class _FifoLock:
             self._cond.notify_all()
 
 
-class _Conversation:
-    """``render_prompt`` over earlier turns too, so that :func:`runner.render` (defense system prompt,
-    think_prefill, thinking control, defense prefix) applies unchanged to a multi-turn request. With no
-    earlier turns it renders exactly what ``TransformersBackend.render_prompt`` renders."""
-
-    def __init__(self, backend: Backend, history: Sequence[dict[str, str]]) -> None:
-        self.backend, self.history = backend, list(history)
-
-    def render_prompt(self, prompt: str, *, system_prompt: str | None = None, prefill: str = "",
-                      template_kwargs: dict[str, Any] | None = None) -> str:
-        messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
-            *self.history, {"role": "user", "content": prompt}]
-        try:
-            text = self.backend.tokenizer.apply_chat_template(  # type: ignore[attr-defined]
-                messages, tokenize=False, add_generation_prompt=True, **(template_kwargs or {}))
-        except Exception as e:
-            raise ApiError(400, f"the model's chat template rejected the conversation: {e}",
-                           param="messages") from None
-        return text + prefill
-
-
 @dataclass(frozen=True)
 class _Turns:
     system: str | None
@@ -105,8 +85,6 @@ class GuardedModel:
     def __init__(self, config: EvalConfig, backend: Backend, *, served_model_name: str,
                  max_tokens_limit: int | None = None, context_limit: int | None = None,
                  on_unsafe: OnUnsafe = "refuse", allow_binary_scorer: bool = False) -> None:
-        from safereason.runner import render
-
         if on_unsafe not in ON_UNSAFE:
             raise ServeError(f"on_unsafe must be one of {', '.join(ON_UNSAFE)}, got {on_unsafe!r}")
         self.config, self.backend, self.served_model_name = config, backend, served_model_name
@@ -115,9 +93,6 @@ class GuardedModel:
         self.defense: Defense | None = build_defense(config.defense, config.defense_options) if config.defense \
             else None
         check_scorer(self.defense, allow_binary=allow_binary_scorer)
-        self.template_kwargs: dict[str, Any] = {}
-        if config.enable_thinking is not None:
-            self.template_kwargs[self.fmt.template_switch or "enable_thinking"] = config.enable_thinking
         self.max_tokens_limit = max_tokens_limit or max(config.max_new_tokens, 4096)
         if self.max_tokens_limit < config.max_new_tokens:
             raise ServeError(f"max_tokens_limit {self.max_tokens_limit} is below the default max_new_tokens "
@@ -125,12 +100,11 @@ class GuardedModel:
         self.context_limit = context_limit or model_context_limit(backend, config.backend_options)
         tokenizer = getattr(backend, "tokenizer", None)
         self.multi_turn = backend.name in LOCAL_TEMPLATE_BACKENDS and bool(getattr(tokenizer, "chat_template", None))
-        self._render = render
         self._lock = _FifoLock()
         self._service_s: deque[float] = deque(maxlen=_RECENT)  # recent time each request held the model
         self.closing = False
         # render once now: a template or defense that cannot work with this model fails at start, not per request
-        render(backend, config, self.fmt, "Hello.", self.template_kwargs, self.defense)
+        render_prompt(backend, config, "Hello.", defense=self.defense)
 
     def info(self) -> dict[str, Any]:
         return {"defense": self.config.defense, "reasoning_format": self.fmt.name, "backend": self.backend.name,
@@ -168,10 +142,16 @@ class GuardedModel:
         return _Turns(system, turns[:-1], turns[-1]["content"])
 
     def prompt_text(self, turns: _Turns) -> str:
-        """The exact prompt text, as ``safereason eval`` renders it (plus earlier turns, if any)."""
+        """The exact prompt text, as ``safereason eval`` renders it (plus earlier turns, if any: the chat
+        template decides whether it takes them)."""
         config = self.config.model_copy(update={"system_prompt": turns.system})
-        renderer: Any = _Conversation(self.backend, turns.history) if turns.history else self.backend
-        return self._render(renderer, config, self.fmt, turns.user, self.template_kwargs, self.defense)
+        if not turns.history:  # the template already rendered "Hello." at start
+            return render_prompt(self.backend, config, turns.user, defense=self.defense)
+        try:
+            return render_prompt(self.backend, config, turns.user, defense=self.defense, history=turns.history)
+        except Exception as e:
+            raise ApiError(400, f"the model's chat template rejected the conversation: {e}",
+                           param="messages") from None
 
     def _generate(self, text: str, user: str, params: SamplingParams, seed: int, key: str, n: int = 1,
                   on_ids: OnIds | None = None, cancel: threading.Event | None = None) -> Generated:

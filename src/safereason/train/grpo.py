@@ -28,6 +28,7 @@ from pydantic import Field, field_validator
 
 from safereason.errors import ConfigError, DataError
 from safereason.hashing import sha256_file
+from safereason.rendering import check_rendering, render_prompt
 from safereason.train.common import (
     RunConfigBase,
     append_log,
@@ -42,7 +43,7 @@ from safereason.train.common import (
     trainer_resume,
 )
 from safereason.train.config import check_run_dir, require_train_extra, write_atomic
-from safereason.train.render import TemplateRenderer, eval_config, render_prompt_text
+from safereason.train.render import TemplateRenderer, eval_config
 
 #: the prompt labels of a mix (``safereason data mix``)
 LABELS = ("harmful", "benign", "ambiguous")
@@ -190,21 +191,18 @@ def trl_prompt_text(text: str, tokenizer: Any, renderer: Any) -> str:
 
 
 def render_mix(cfg: Any, tokenizer: Any, rows: list[dict[str, Any]]) -> list[PromptRow]:
-    """Render every prompt as eval does (plus ZeroThink's closed thought for ``no_reasoning``)."""
+    """Render every prompt as eval does (``no_reasoning``: as ``eval --thinking zero``, ZeroThink's closed thought)."""
     from safereason.reasoning import get_format
-    from safereason.reasoning.controls import control_prefill
-    from safereason.validation import PROBE, check_template_keeps_messages
 
     ecfg = eval_config(cfg.model_dump())
+    if getattr(cfg, "no_reasoning", False):
+        ecfg = ecfg.model_copy(update={"thinking": "zero"})  # what eval_command_for's --thinking zero renders
     fmt = get_format(ecfg.reasoning_format)
     renderer = TemplateRenderer(tokenizer, cfg.model)
-    check_template_keeps_messages(render_prompt_text(renderer, ecfg, PROBE), sentinel=PROBE, model=cfg.model,
-                                  system_prompt=ecfg.system_prompt)
+    check_rendering(renderer, ecfg, model=cfg.model)
     out = []
     for r in rows:
-        text = render_prompt_text(renderer, ecfg, r["prompt"])
-        if getattr(cfg, "no_reasoning", False):
-            text += control_prefill("zero", fmt, text)
+        text = render_prompt(renderer, ecfg, r["prompt"])
         if cfg.max_prompt_length is not None and len(renderer.encode(text)) > cfg.max_prompt_length:
             raise ConfigError(f"{cfg.data_file()}: prompt {r['id']!r} renders to {len(renderer.encode(text))} "
                               f"tokens, over max_prompt_length {cfg.max_prompt_length}; raise it or drop the prompt")

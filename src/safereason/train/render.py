@@ -1,8 +1,8 @@
 """Training rows -> token ids, rendered exactly as ``safereason eval`` renders a prompt.
 
 A model tuned on text it never sees at inference learns the wrong thing, so the prompt side of every example
-is the very text ``eval`` feeds the model (:func:`safereason.runner.render`: chat template with the system
-prompt, any template switch, then ``think_prefill``), tokenised as the backends do (no special tokens added).
+is the very text ``eval`` feeds the model (:func:`safereason.rendering.render_prompt`: chat template with the
+system prompt, any template switch, then ``think_prefill``), tokenised as the backends do (no special tokens added).
 The completion is the assistant text after what the prompt already holds (a prompt ending in ``<think>\\n``
 leaves the thought open, so the target starts after that marker), tokenised on its own and closed with EOS:
 ``input_ids = prompt_ids + completion_ids + [eos]``. The model is trained only on the completion part
@@ -25,6 +25,7 @@ from safereason.errors import ConfigError, DataError, ModelLoadError
 from safereason.models.prompting import ChatPromptMixin
 from safereason.reasoning import get_format
 from safereason.reasoning.formats import ReasoningFormat
+from safereason.rendering import check_rendering, render_prompt
 
 #: the keys of a training config that decide how a row is rendered: the same keys as eval's
 RENDER_KEYS = ("model", "preset", "reasoning_format", "system_prompt", "think_prefill", "enable_thinking",
@@ -131,20 +132,6 @@ def eval_config(values: dict[str, Any]) -> EvalConfig:
     return make_config(**{k: v for k, v in values.items() if k in RENDER_KEYS and v is not None})
 
 
-def template_kwargs(config: EvalConfig, fmt: ReasoningFormat) -> dict[str, Any]:
-    """As ``runner._prepare`` builds them: the format's template switch set from ``enable_thinking``."""
-    if config.enable_thinking is None:
-        return {}
-    return {fmt.template_switch or "enable_thinking": config.enable_thinking}
-
-
-def render_prompt_text(renderer: Any, config: EvalConfig, prompt: str) -> str:
-    from safereason.runner import render
-
-    fmt = get_format(config.reasoning_format)
-    return render(renderer, config, fmt, prompt, template_kwargs(config, fmt))
-
-
 def completion_text(prompt_text: str, target: str, fmt: ReasoningFormat, where: str) -> str:
     """What the model must generate after ``prompt_text`` to produce the reply ``target``."""
     if not fmt.has_thinking:
@@ -171,21 +158,18 @@ def completion_text(prompt_text: str, target: str, fmt: ReasoningFormat, where: 
 def build_examples(rows: list[TrainRow], tokenizer: Any, config: EvalConfig, *, model_name: str,
                    max_length: int | None = None, where: str = "data") -> list[Example]:
     """Tokenise every row as eval renders it; refuse rows whose prompt leaves no room for the target."""
-    from safereason.validation import PROBE, check_template_keeps_messages
-
     if not rows:
         raise DataError(f"{where} has no training rows")
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ModelLoadError(f"the tokenizer of {model_name!r} has no EOS token, so a target could not end")
     renderer = TemplateRenderer(tokenizer, model_name)
-    check_template_keeps_messages(render_prompt_text(renderer, config, PROBE), sentinel=PROBE, model=model_name,
-                                  system_prompt=config.system_prompt)
+    check_rendering(renderer, config, model=model_name)
     fmt = get_format(config.reasoning_format)
     eos_text = tokenizer.eos_token or ""
     examples = []
     for i, row in enumerate(rows):
-        prompt_text = render_prompt_text(renderer, config, row.prompt)
+        prompt_text = render_prompt(renderer, config, row.prompt)
         completion = completion_text(prompt_text, row.target, fmt, f"{where} row {i + 1}")
         if eos_text and completion.endswith(eos_text):
             completion = completion[: -len(eos_text)]
