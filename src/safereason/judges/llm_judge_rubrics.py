@@ -149,9 +149,8 @@ def strip_thinking(text: str) -> str:
 
 
 def _answer_offset(text: str) -> int:
-    """Where the answer starts in ``text`` (after the last ``</think>``), for walking logprob tokens."""
-    i = text.rfind("</think>")
-    return 0 if i < 0 else i + len("</think>")
+    """Where the answer starts in ``text`` (after the last end marker of a thought), for walking logprob tokens."""
+    return max((text.rfind(end) + len(end) for _, end in _thought_markers() if end in text), default=0)
 
 
 @dataclass(frozen=True)
