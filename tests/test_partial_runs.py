@@ -144,3 +144,36 @@ def test_judge_parts_are_asked_of_its_judges_only(tiny_model_dir, tiny_backend, 
     assert res.partial is None and set(res.metrics[name]) == {"thinking", "full"}
     assert set(res.metrics["rs-match"]) == {"full"}  # not asked for thinking: not missing either
     assert metrics_run(out).partial is None
+
+
+def test_a_run_killed_before_its_first_sample(tiny_model_dir, tiny_backend, tmp_path, monkeypatch, cli_env):
+    """report names it incomplete and says how to resume; metrics --allow-partial marks metrics.json PARTIAL
+    even though no judge has a verdict yet (it used to write ``{}``)."""
+    out = tmp_path / "run"
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tiny_backend, "generate", killed)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(_cfg(tiny_model_dir, out), backend=tiny_backend, progress=False)
+    assert not (out / "samples.jsonl").exists()
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "safereason.cli", *args], capture_output=True, text=True,
+                              env=cli_env, timeout=300)
+
+    proc = cli("report", str(out), "--out", str(tmp_path / "r.html"))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "is an incomplete safereason run" in proc.stderr and "not a safereason run dir" not in proc.stderr
+    assert "`safereason eval`" in proc.stderr and "resume" in proc.stderr and "--allow-partial" in proc.stderr
+    proc = cli("metrics", str(out), "--allow-partial")
+    assert proc.returncode == 0, proc.stderr
+    written = json.loads((out / "metrics.json").read_text())
+    marked = {(j, p): e["partial"]["missing_samples"] for j, parts in written.items() for p, e in parts.items()}
+    assert {j for j, _ in marked} == {"rs-match"} and {"thinking", "full"} <= {p for _, p in marked}
+    assert set(marked.values()) == {12}
+    assert written["rs-match"]["full"]["safe@1"] is None and written["rs-match"]["full"]["kind"] == ""
+    proc = cli("report", str(out), "--out", str(tmp_path / "r.html"), "--allow-partial")
+    assert proc.returncode == 0, proc.stderr
+    assert "PARTIAL" in (tmp_path / "r.html").read_text()

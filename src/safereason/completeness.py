@@ -108,10 +108,20 @@ def run_status(samples: Sequence[Sample], *, expected_samples: int | None,
                      judge_errors=errors)
 
 
-def mark_partial(metrics: dict[str, dict[str, dict[str, Any]]], status: RunStatus) -> None:
-    """Add ``"partial"`` to every judge/part entry of ``metrics`` when the run is incomplete."""
+def mark_partial(metrics: dict[str, dict[str, dict[str, Any]]], status: RunStatus,
+                 requested: Mapping[str, Sequence[Part]] | None = None) -> None:
+    """Add ``"partial"`` to every judge/part entry of ``metrics`` when the run is incomplete. A ``requested``
+    judge/part with no verdict at all (a run killed before its first sample) gets an entry without numbers
+    (``kind`` empty), so that metrics.json carries the marker even then."""
     if status.complete:
         return
+    from safereason.metrics import _aggregate  # the shape of an entry over no prompts
+
+    for judge, parts in (requested or {}).items():
+        for part in parts:
+            if part not in metrics.get(judge, {}):
+                empty = {**_aggregate([], n_bootstrap=0, seed=0, confidence=0.95), "k": 0, "kind": ""}
+                metrics.setdefault(judge, {})[part] = empty
     for judge, parts in metrics.items():
         for part, entry in parts.items():
             entry["partial"] = {"missing_samples": status.missing_samples,

@@ -140,7 +140,7 @@ def finish_run(config: EvalConfig, run: RunDir, samples: list[Sample], manifest:
         raise IncompleteRunError(run.path, status)
     metrics = compute_metrics(samples, n_bootstrap=config.n_bootstrap, seed=config.seed,
                               confidence=config.confidence)
-    mark_partial(metrics, status)
+    mark_partial(metrics, status, {j: list(config.parts) for j in config.judges})
     atomic_write_text(run.path / "samples.jsonl",
                       "".join(s.model_dump_json(exclude={"judgments": {"__all__": {"__all__": {"raw"}}}}) + "\n"
                               for s in samples))

@@ -61,6 +61,10 @@ def load_run(path: Path, *, allow_partial: bool = False) -> Run:
     if not path.is_dir():
         raise SafereasonError(f"{path} is not a directory; give run dirs written by `safereason eval`")
     missing = [n for n in ("config.yaml", "samples.jsonl") if not (path / n).is_file()]
+    if missing == ["samples.jsonl"] and (path / "state").is_dir():  # killed before its first samples.jsonl write
+        raise SafereasonError(f"{path} is an incomplete safereason run (stopped before its samples were written); "
+                              f"re-run the `safereason eval` command that made it to resume, or run "
+                              f"`safereason metrics {path} --allow-partial` to report what it has, marked PARTIAL")
     if missing:
         raise SafereasonError(f"{path} is not a safereason run dir (no {' or '.join(missing)}); "
                               f"run `safereason eval --out {path}` first")
