@@ -117,3 +117,31 @@ def test_old_run_dir_with_transport_in_its_identity_still_resumes(tmp_path, word
     evaluate(_cfg(tmp_path, backend_options={"base_url": "http://elsewhere:1/v1", "mode": "chat"}), backend=backend,
              progress=False)
     assert len(backend.generated) == 4
+
+
+SHORT_KEY = "sk-test-SECRET123"
+
+
+@pytest.mark.parametrize("options", [
+    {"rs-match": {"extra_phrases": [SHORT_KEY]}},
+    {"rs-match": {"extra_phrases": ["I cannot help", {"nested": [SHORT_KEY]}]}},
+    {"rs-match": {"extra_phrases": SHORT_KEY}},
+])
+def test_a_short_key_is_refused_in_lists_and_mappings_too(options):
+    with pytest.raises(ConfigError, match="looks like an API key") as e:
+        make_config(judges=["rs-match"], judge_options=options)
+    assert SHORT_KEY not in str(e.value)
+    make_config(judges=["rs-match"], judge_options={"rs-match": {"extra_phrases": ["sk-etch", "ask-me-later 2"]}})
+
+
+def test_cli_short_key_in_a_list_option_never_reaches_disk(tmp_path, cli_env):
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "safereason.cli", "eval", "--backend", "openai", "--model", "m", "--benchmark",
+         _bench(tmp_path), "--id-column", "id", "--out", str(out), "--no-progress", "--judge", "rs-match",
+         f"--judge-opt=rs-match.extra_phrases=[{SHORT_KEY}]"],
+        capture_output=True, text=True, env=cli_env, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith("error:"), proc.stderr
+    assert "rs-match.extra_phrases[0] holds what looks like an API key" in proc.stderr
+    assert SHORT_KEY not in proc.stderr + proc.stdout and _files_holding(tmp_path, SHORT_KEY) == []
+    assert not out.exists()

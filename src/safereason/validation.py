@@ -26,8 +26,10 @@ _SECRET_NAME = re.compile(
     r"(?i)^(.*_)?(api_?key|apikey|secret|password|passwd|authorization|bearer|credentials?|"
     r"(access|auth|hf|api|bearer|session)_?token|token|key)$"
 )
-#: values that are credentials whatever the option is called (OpenAI / HF / Anthropic keys, bearer headers)
-_SECRET_VALUE = re.compile(r"^\s*(sk-[A-Za-z0-9_-]{16,}|sk-ant-\S{16,}|hf_[A-Za-z0-9]{20,}|Bearer\s+\S{8,})")
+#: values that are credentials whatever the option is called (OpenAI / HF / Anthropic keys, bearer headers), also
+#: a short ``sk-`` key with a digit (``sk-test-SECRET123``); checked on every string, in lists and mappings too
+_SECRET_VALUE = re.compile(r"^\s*(sk-[A-Za-z0-9_-]{16,}|sk-(?=[A-Za-z0-9_-]*[0-9])[A-Za-z0-9_-]{8,}|sk-ant-\S{16,}|"
+                           r"hf_[A-Za-z0-9]{20,}|Bearer\s+\S{8,})")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
