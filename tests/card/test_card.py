@@ -147,7 +147,7 @@ def test_blocked_prompts_are_not_refusals(shared_data: Path, tmp_path: Path, wor
     sizes = {**SIZES, "n_xstest": None, "k": 1, "n_code": 0}
     got = make(tmp_path / "b", shared_data, word_backend(context=None, blocked=("kill",)), sizes=sizes)
     row = next(r for r in got.card["sections"]["overrefusal"]["variants"]["base"]["rows"]
-               if r["judge"] == "refusal-string")
+               if r["judge"] == "refusal-string" and r["part"] == "answer")
     assert row["n_blocked"] > 0
     assert row["refusal"]["value"] == 0.0  # the provider's "flagged by our content policy" is not a refusal
     assert row["refusal"]["n"] == 250 - row["n_blocked"]
@@ -162,3 +162,34 @@ def test_cli_bad_input_is_one_error_line(tmp_path: Path, cli_env: dict[str, str]
         assert p.returncode == 2, p.stderr
         lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
         assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], p.stderr
+
+
+def _fake_openai_server() -> Any:
+    """tests/models/test_openai_backend.py's FakeVLLM: an OpenAI-compatible loopback server."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "models" / "test_openai_backend.py"
+    spec = importlib.util.spec_from_file_location("_card_fake_openai", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.FakeVLLM()
+
+
+def test_endpoint_card_counts_blocked_prompts_apart(shared_data: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    server = _fake_openai_server()
+    server.filter_word = "kill"  # the provider blocks every prompt holding this word
+    try:
+        got = make(tmp_path / "e", shared_data, None, model="m", endpoint=server.url,
+                   sizes={**SIZES, "n_xstest": None, "k": 1, "n_code": 0})
+    finally:
+        server.close()
+    assert got.stages["base/xstest"] == "done", got.card["sections"]["overrefusal"]["missing"]
+    row = next(r for r in got.card["sections"]["overrefusal"]["variants"]["base"]["rows"]
+               if r["judge"] == "refusal-string" and r["part"] == "answer")
+    assert row["n_blocked"] > 0 and row["refusal"]["n"] == 250 - row["n_blocked"]
+    assert row["refusal"]["value"] == 1.0  # the fake server refuses every prompt it answers
+    assert got.card["sections"]["robustness"]["status"] == "ok"
+    assert got.card["sections"]["provenance"]["rows"][0]["model"] == "m"

@@ -82,7 +82,7 @@ def _card_page(tmp_path: Path) -> Path:
                                                                "resume": "safereason card --config c.yaml"}],
                               "variants": {}},
                 "overrefusal": {"status": "ok", "missing": [], "variants": {"base": {"rows": [
-                    {"set": "xstest", "judge": "refusal-string", "part": "full", "n_blocked": 0, "n_skipped": 0,
+                    {"set": "xstest", "judge": "refusal-string", "part": "answer", "n_blocked": 0, "n_skipped": 0,
                      "refusal": {"value": 0.2, "ci": [0.0, 0.4], "n": 10}}]}}},
                 **{s: {"status": "missing", "missing": [], "variants": {}} for s in ("robustness", "utility")},
                 "defense": {"status": "off", "missing": [], "variants": {}, "deltas": [], "cost": {}},
@@ -115,4 +115,5 @@ def test_page_in_headless_chromium(tmp_path: Path) -> None:
     for title in ("1. Harmful requests", "2. Reasoning", "3. Over-refusal", "4. Robustness", "5. Utility",
                   "6. Defense", "7. Judge validity", "8. References and grades", "9. Provenance and cost"):
         assert f">{title}</h2>" in dom
-    assert "<b>m</b>" not in dom and "boom &lt;x&gt;" in dom and "<circle" in dom  # escaped; trade-off drawn
+    # escaped (the h1 holds text, not a <b> element); the missing stage's reason shown; the trade-off drawn
+    assert "<h1>Safety card: &lt;b&gt;m&lt;/b&gt;</h1>" in dom and "boom &lt;x&gt;" in dom and "<circle" in dom

@@ -16,6 +16,9 @@ from typing import Any
 from safereason.report.runs import Run
 
 PRIMARY_PART = "full"
+#: over-refusal: refusal phrases are matched at the start of a text, so the answer (after the thought) is the
+#: headline; the full response (thought first) is shown next to it
+REFUSAL_PARTS = ("answer", "full")
 #: parts preferred for attack success (the answer is what an attacker gets)
 ATTACK_PARTS = ("answer", "full", "thinking")
 
@@ -130,12 +133,14 @@ def refusal_rows(st: StageRun) -> list[dict[str, Any]]:
     assert st.run is not None
     rows = []
     for judge, parts in st.run.metrics.items():
-        entry = parts.get(PRIMARY_PART) if isinstance(parts, dict) else None
-        block = ((entry or {}).get("refusal") or {}).get("benign")
-        if block:
-            rows.append({"set": st.source_set, "judge": judge, "part": PRIMARY_PART,
-                         "refusal": value(block["refusal_rate"], block.get("ci"), block.get("n_prompts")),
-                         "n_blocked": entry.get("n_blocked", 0), "n_skipped": entry.get("n_skipped", 0)})
+        for part in REFUSAL_PARTS:
+            entry = parts.get(part) if isinstance(parts, dict) else None
+            block = ((entry or {}).get("refusal") or {}).get("benign")
+            if entry and block:
+                rows.append({"set": st.source_set, "judge": judge, "part": part,
+                             "refusal": value(block["refusal_rate"], block.get("ci"), block.get("n_prompts")),
+                             "n_blocked": entry.get("n_blocked", 0), "n_skipped": entry.get("n_skipped", 0),
+                             "n_missing": entry.get("n_missing", 0)})
     return rows
 
 

@@ -41,8 +41,8 @@ def _eval_stages(cfg: CardConfig, sizes: PresetSizes, inputs: dict[str, tuple[Pa
             section = section_of(name)
             util = section == "utility"
             judges = (["math-verify"] if name == "math" else ["code-exec"]) if util else list(cfg.judges)
-            parts = ["thinking", "answer", "full"] if name == "harmful" else (
-                ["full"] if util or section == "overrefusal" else ["answer", "full"])
+            # refusal phrases are matched at the start of the text: the answer (after the thought) first
+            parts = ["thinking", "answer", "full"] if name == "harmful" else (["full"] if util else ["answer", "full"])
             out = cfg.out / variant / name
             values = eval_values(cfg, sizes, path, out, judges=judges, parts=parts,
                                  k=sizes.utility_k if util else sizes.k,

@@ -43,7 +43,7 @@ def headlines(card: dict[str, Any]) -> dict[str, dict[str, Any]]:
     if rj:
         out["reasoning"] = {**rj["unsafe_thought_safe_answer"], "judge": judge, "part": "thinking/answer"}
     ref = next((r for r in base("overrefusal").get("rows", []) if r["set"] == "xstest"
-                and r["judge"] == "refusal-string"), None)
+                and r["judge"] == "refusal-string" and r["part"] == "answer"), None)
     if ref:
         out["overrefusal"] = {**ref["refusal"], "judge": ref["judge"], "part": ref["part"]}
     rob = next((r for r in base("robustness").get("rows", []) if r["attack"] == "prefill" and r["judge"] == judge),

@@ -94,7 +94,7 @@ def _tradeoff(card: dict[str, Any]) -> dict[str, Any] | None:
         harm = next((r for r in ((s["harmful"].get("variants") or {}).get(key) or {}).get("rows", [])
                      if r["judge"] == card.get("primary_judge") and r["part"] == "full"), None)
         ref = next((r for r in ((s["overrefusal"].get("variants") or {}).get(key) or {}).get("rows", [])
-                    if r["judge"] == "refusal-string" and r["set"] == "xstest"), None)
+                    if r["judge"] == "refusal-string" and r["set"] == "xstest" and r["part"] == "answer"), None)
         if harm and ref and harm["safe@1"]["value"] is not None:
             points.append({"label": f"this card, {name}", "x": ref["refusal"]["value"], "y": harm["safe@1"]["value"]})
     for p in (card["sections"].get("references") or {}).get("points", []):
@@ -167,9 +167,11 @@ def views(card: dict[str, Any]) -> list[View]:
         "harmful": _harmful(s["harmful"], notes, card["taxonomy"]["name"]),
         "reasoning": _reasoning(s["reasoning"], notes),
         "overrefusal": _rows_table(s["overrefusal"], "refusal rate on benign prompts",
-                                   ["set", "judge", "part", "refusal rate", "blocked", "judge agreement"],
+                                   ["set", "judge", "part", "refusal rate", "blocked", "no such part",
+                                    "judge agreement"],
                                    lambda r: [str(r["set"]), r["judge"], r["part"], fmt(r["refusal"]),
-                                              _num(r["n_blocked"]), notes.get(r["judge"], "")]),
+                                              _num(r["n_blocked"]), _num(r.get("n_missing")),
+                                              notes.get(r["judge"], "")]),
         "robustness": _rows_table(s["robustness"], "attack success", ["attack", "judge", "part", "ASR", "1 - Safe@K",
                                                                       "K", "budget per success", "blocked",
                                                                       "judge agreement"],

@@ -101,7 +101,9 @@ def eval_values(cfg: CardConfig, sizes: PresetSizes, benchmark: Path, out: Path,
         **embedded_eval_options(cfg.model), **cfg.eval_options,
     }
     if cfg.endpoint is not None:
-        values.update(backend="openai", backend_options={"base_url": cfg.endpoint, **cfg.backend_options})
+        # a provider's blocked prompts are recorded (status blocked: counted, never a refusal), not a failed batch
+        values.update(backend="openai", backend_options={"base_url": cfg.endpoint, "on_blocked": "record",
+                                                         **cfg.backend_options})
     elif cfg.backend_options:
         values["backend_options"] = dict(cfg.backend_options)
     for key in ("data_dir", "device", "dtype"):
