@@ -63,6 +63,13 @@ def _preflight(cfg: CardConfig) -> None:
             raise ConfigError(f"unknown judge {j!r}{suggest(j, JUDGES.names())}; see `safereason list`")
     if cfg.defense is not None and cfg.defense not in DEFENSES.names():
         raise ConfigError(f"unknown defense {cfg.defense!r}{suggest(cfg.defense, DEFENSES.names())}")
+    from types import SimpleNamespace
+
+    from safereason.validation import preflight_judges
+
+    # eval's own check (constructors only: bad options, a judge without its files, a missing API key)
+    preflight_judges(SimpleNamespace(judges=list(cfg.judges), judge_options=cfg.judge_options, defense=cfg.defense,
+                                     defense_options=cfg.defense_options))
 
 
 def card(config: CardConfig | dict[str, Any] | None = None, *, backend: Any = None, progress: bool = True,
