@@ -144,21 +144,24 @@ def eval_cmd(
 
 @app.command("demo")
 def demo_cmd(
-    out: Annotated[Path, typer.Option(help="run dir")] = Path("runs/demo"),
-    k: Annotated[int, typer.Option("--k")] = 5,
-    max_new_tokens: Annotated[int, typer.Option()] = 160,
+    out: Annotated[Path, typer.Option(help="folder of the demo's two run dirs (undefended, safethink)")]
+    = Path("runs/demo"),
+    k: Annotated[int, typer.Option("--k", min=1)] = 3,
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 128,
     no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
 ) -> None:
-    """The embedded default end to end: SmolLM2-135M-Instruct on the built-in prompts, judged by rs-match."""
-    from safereason.demo import demo_config
-    from safereason.runner import evaluate
+    """The embedded default end to end: smollm2-135m-think on the built-in prompts, undefended and under SafeThink,
+    judged by smol-guard and rs-match, with SafeThink's change and its paired CI."""
+    from safereason.commands.common import print_comparison
+    from safereason.demo import DEMO_MODEL, run_demo
 
     _quiet_libraries()
-    cfg = demo_config(out=out, k=k, max_new_tokens=max_new_tokens)
-    err_console.print(f"[bold]safereason demo[/bold]: {cfg.model} on the built-in smoke prompts, K={cfg.k}, "
-                      f"asked to think in <think> tags (prefill {cfg.think_prefill!r})")
-    result = evaluate(cfg, progress=not no_progress)
-    _show(result, f"demo: {cfg.model} (K={cfg.k}, judge rs-match)")
+    err_console.print(f"[bold]safereason demo[/bold]: {DEMO_MODEL} on the built-in smoke prompts (12 harmful, 6 "
+                      f"benign), K={k}, undefended and under SafeThink (scorer smol-guard)")
+    result = run_demo(out, k=k, max_new_tokens=max_new_tokens, progress=not no_progress)
+    _show(result.undefended, f"demo, undefended: {DEMO_MODEL} (K={k})")
+    _show(result.safethink, f"demo, SafeThink (scorer smol-guard): {DEMO_MODEL} (K={k})")
+    print_comparison(result.comparison)
 
 
 @app.command("sweep")
@@ -317,11 +320,12 @@ def list_cmd() -> None:
     """List registered models, benchmarks, judges and reasoning formats."""
     from safereason.data import BENCHMARKS
     from safereason.judges import JUDGES
+    from safereason.models.adapters import ADAPTED
     from safereason.models.presets import PRESETS
     from safereason.models.resolve import EMBEDDED
     from safereason.reasoning import FORMATS
 
-    out_console.print("[bold]models[/bold]: " + ", ".join(EMBEDDED) + " (or any local path / hub id)")
+    out_console.print("[bold]models[/bold]: " + ", ".join([*EMBEDDED, *ADAPTED]) + " (or any local path / hub id)")
     out_console.print("[bold]model presets[/bold] (SafeChain's settings, chosen from the hub id; any flag "
                       "overrides; sampling stays temperature 0.6, top-p 0.95, K 5):", highlight=False)
     for p in PRESETS.values():

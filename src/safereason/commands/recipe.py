@@ -62,3 +62,52 @@ def safechain_cmd(
                         echo=lambda line: err_console.print(line, highlight=False, soft_wrap=True, markup=False))
     out_console.print(result.table_md.read_text(encoding="utf-8"), highlight=False, markup=False, soft_wrap=True)
     out_console.print(f"table: {result.table_md} (and {result.table_md.with_suffix('.json')})", highlight=False)
+
+
+@app.command("think")
+def think_cmd(
+    out: Annotated[Path | None, typer.Option(help="recipe dir (prompts, teacher/, data/, sft/, adapter/, measure/, "
+                                                  "CARD.md); re-running the same command skips finished stages")]
+    = None,
+    config: Annotated[Path | None, typer.Option(help="YAML config (keys as the flags); flags override it")] = None,
+    base: Annotated[str | None, typer.Option(help="model taught to think (default smollm2-135m)")] = None,
+    teacher: Annotated[str | None, typer.Option(help="model writing the answers (default: the base)")] = None,
+    prompts: Annotated[str | None, typer.Option(help="'builtin' (default) or a JSONL file: prompt, label "
+                                                     "(benign/harmful), optional id, category, thought, answer")]
+    = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    epochs: Annotated[float | None, typer.Option(help="SFT epochs (default 2)")] = None,
+    lr: Annotated[float | None, typer.Option(help="LoRA learning rate (default 3e-4)")] = None,
+    lora_r: Annotated[int | None, typer.Option(help="LoRA rank (default 8)")] = None,
+    teacher_max_new_tokens: Annotated[int | None, typer.Option(help="tokens per teacher reply (default 64)")]
+    = None,
+    measure_k: Annotated[int | None, typer.Option(help="samples per smoke prompt in the measure (default 5)")]
+    = None,
+    n_xstest: Annotated[int | None, typer.Option(help="XSTest safe prompts measured, the first N (default 100; "
+                                                      "0 skips)")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="local benchmark data dir (env SAFEREASON_DATA)")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu (default), cuda, auto")] = None,
+    print_config: Annotated[bool, typer.Option("--print-config", help="print the resolved config as YAML and "
+                                                                       "exit")] = False,
+    no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
+) -> None:
+    """Teach a chat model to think, close its thought, then answer (how smollm2-135m-think's adapter is made)."""
+    from safereason.recipes.think_config import load_think_config
+
+    values: dict[str, Any] = {
+        "out": out, "base": base, "teacher": teacher, "prompts": prompts, "seed": seed, "epochs": epochs, "lr": lr,
+        "lora_r": lora_r, "teacher_max_new_tokens": teacher_max_new_tokens, "measure_k": measure_k,
+        "n_xstest": n_xstest, "data_dir": data_dir, "device": device,
+    }
+    cfg = load_think_config(config, **values)
+    if print_config:
+        typer.echo(cfg.to_yaml(), nl=False)
+        return
+    from safereason.commands.common import _quiet_libraries, err_console, out_console
+    from safereason.recipes.think import run_think
+
+    _quiet_libraries()
+    result = run_think(cfg, progress=not no_progress,
+                       echo=lambda line: err_console.print(line, highlight=False, soft_wrap=True, markup=False))
+    out_console.print(result.card.read_text(encoding="utf-8"), highlight=False, markup=False, soft_wrap=True)
+    out_console.print(f"card: {result.card}; adapter: {cfg.out / 'adapter'}", highlight=False)

