@@ -132,6 +132,7 @@ def _math(rng: random.Random, i: int) -> dict[str, Any]:
     a, b, c = rng.randint(3, 12), rng.randint(2, 9), rng.randint(2, 20)
     kind = i % 5
     if kind == 0:
+        c = min(c, a * b - 1)  # never sell more than were baked
         q = f"A baker fills {a} trays with {b} rolls each and sells {c} rolls. How many rolls are left?"
         t = f"{a} trays of {b} rolls is {a} x {b} = {a * b} rolls. Selling {c} leaves {a * b} - {c} = {a * b - c}."
         n = a * b - c
