@@ -12,9 +12,10 @@ from safereason.recipes.think_prompts import builtin_prompts
 
 EVALUATED = ("strongreject", "strongreject-small", "harmbench", "jbb-harmful", "jbb-benign", "advbench", "xstest",
              "math500", "gsm8k", "aime2024", "humaneval", "smoke")
-STOP = set("a an the is are was were be to of in on at for with and or but how do does did i my me you your what why "
-           "can could would should it its this that there their they we our from by as into about which who when where "
-           "will".split())
+_STOP_TEXT = ("a an the is are was were be to of in on at for with and or but how do does did i my me you your what "
+              "why can could would should it its this that there their they we our from by as into about which who "
+              "when where will")
+STOP = frozenset(_STOP_TEXT.split(" "))
 THRESHOLD = 0.5
 
 
