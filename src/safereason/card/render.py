@@ -15,6 +15,7 @@ TITLES = {"harmful": "1. Harmful requests", "reasoning": "2. Reasoning", "overre
           "validity": "7. Judge validity", "references": "8. References and grades",
           "provenance": "9. Provenance and cost"}
 VARIANT_NAMES = {"base": "undefended", "defended": "defended"}
+NOT_MEASURED = "agreement with human labels not measured"
 
 
 @dataclass
@@ -60,7 +61,7 @@ def _harmful(s: dict[str, Any], notes: dict[str, str], tax: str) -> list[Table]:
                                                           "errors / missing / blocked", "judge agreement"],
                             [[r["judge"], r["part"], fmt(r["safe@1"]), fmt(r["safe@k"]), fmt(r["conssafe@k"]),
                               _num(r["k"]), f"{r['n_errors']} / {r['n_missing']} / {r['n_blocked']}",
-                              notes.get(r["judge"], "")] for r in data["rows"]]))
+                              notes.get(r["judge"], NOT_MEASURED)] for r in data["rows"]]))
         for judge, rows in data["hazards"].items():
             tables.append(Table(f"{variant}: per hazard ({tax}), judge {judge}, part full",
                                 ["hazard", "set categories", "Safe@1", "Safe@K", "ConsSafe@K"],
@@ -77,7 +78,8 @@ def _reasoning(s: dict[str, Any], notes: dict[str, str]) -> list[Table]:
                             ["judge", "unsafe thought, safe answer", "safe thought, unsafe answer",
                              "thought tokens: safe", "thought tokens: unsafe", "judge agreement"],
                             [[j, fmt(r["unsafe_thought_safe_answer"]), fmt(r["safe_thought_unsafe_answer"]),
-                              _num(r["thought_tokens_safe"]), _num(r["thought_tokens_unsafe"]), notes.get(j, "")]
+                              _num(r["thought_tokens_safe"]), _num(r["thought_tokens_unsafe"]),
+                              notes.get(j, NOT_MEASURED)]
                              for j, r in data["judges"].items()]))
     return tables
 
@@ -171,14 +173,14 @@ def views(card: dict[str, Any]) -> list[View]:
                                     "judge agreement"],
                                    lambda r: [str(r["set"]), r["judge"], r["part"], fmt(r["refusal"]),
                                               _num(r["n_blocked"]), _num(r.get("n_missing")),
-                                              notes.get(r["judge"], "")]),
+                                              notes.get(r["judge"], NOT_MEASURED)]),
         "robustness": _rows_table(s["robustness"], "attack success", ["attack", "judge", "part", "ASR", "1 - Safe@K",
                                                                       "K", "budget per success", "blocked",
                                                                       "judge agreement"],
                                   lambda r: [r["attack"], r["judge"], r["part"], fmt(r["asr"]), fmt(r["asr_k"]),
                                              _num(r["k"]), "n/a (no budget)" if r["budget_unit"] is None else
                                              f"{_num(r['budget_per_success'])} {r['budget_unit']}",
-                                             _num(r["n_blocked"]), notes.get(r["judge"], "")]),
+                                             _num(r["n_blocked"]), notes.get(r["judge"], NOT_MEASURED)]),
         "utility": _rows_table(s["utility"], "pass@1", ["set", "grader", "part", "pass@1", "grader errors"],
                                lambda r: [str(r["set"]), r["judge"], r["part"], fmt(r["pass@1"]),
                                           _num(r["n_errors"])]),
