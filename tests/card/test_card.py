@@ -193,3 +193,27 @@ def test_endpoint_card_counts_blocked_prompts_apart(shared_data: Path, tmp_path:
     assert row["refusal"]["value"] == 1.0  # the fake server refuses every prompt it answers
     assert got.card["sections"]["robustness"]["status"] == "ok"
     assert got.card["sections"]["provenance"]["rows"][0]["model"] == "m"
+
+
+def test_without_data_every_section_says_why(tmp_path: Path, word_backend: type,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """No benchmark files: the prompts stage fails, every eval stage is skipped naming it, the card is still
+    written and says MISSING with the reason in each section."""
+    import safereason.data.fetch as fetch
+
+    def offline(*args: Any, **kwargs: Any) -> Any:
+        from safereason.errors import DataError
+
+        raise DataError("offline in this test")
+
+    monkeypatch.setattr(fetch, "_download", offline)  # never the network in a test
+    empty = tmp_path / "nodata"
+    empty.mkdir()
+    got = make(tmp_path / "n", empty, word_backend(context=None), sizes={**SIZES, "n_code": 0})
+    assert got.stages["prompts"] == "failed" and got.stages["base/harmful"] == "failed"
+    for section in ("harmful", "overrefusal", "robustness", "utility"):
+        s = got.card["sections"][section]
+        assert s["status"] == "missing" and s["missing"], section
+        assert all("needs stage" in m["reason"] for m in s["missing"])
+    md = (got.out / "card.md").read_text()
+    assert md.count("**MISSING**") >= 7 and "offline in this test" in json.dumps(got.card["notes"])
