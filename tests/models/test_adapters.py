@@ -96,3 +96,20 @@ def test_shipped_think_adapter_is_small_and_documented():
     assert cfg["peft_type"] == "LORA" and cfg["r"] >= 1
     card = (model.adapter_dir / "CARD.md").read_text()
     assert "recipe think" in card and "thought closes" in card
+
+
+@pytest.mark.slow
+def test_think_alias_resolves_to_the_merged_embedded_model(smollm2_dir):
+    from safetensors.torch import load_file
+
+    from safereason.models.resolve import resolve_model
+
+    resolved = resolve_model("smollm2-135m-think")
+    assert resolved.is_local and "smollm2-135m-think-" in resolved.path
+    base = load_file(str(smollm2_dir / "model.safetensors"))
+    merged = load_file(str(Path(resolved.path) / "model.safetensors"))
+    deltas = adapters.lora_deltas(ADAPTED["smollm2-135m-think"].adapter_dir)
+    assert deltas and set(merged) == set(base)
+    for name, w in base.items():
+        expected = w + deltas[name] if name in deltas else w
+        assert torch.allclose(merged[name], expected, atol=1e-5), name

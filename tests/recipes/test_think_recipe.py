@@ -169,6 +169,8 @@ def test_missing_xstest_names_the_skip_flag(tmp_path, monkeypatch):
 def test_answer_cleaning():
     assert trim_to_sentence("One. Two! Three and") == "One. Two!"
     assert trim_to_sentence("no end here") == ""
+    assert trim_to_sentence("Steps:\n\n1. Rinse it.\n\n2.") == "Steps:\n\n1. Rinse it."  # a cut list
+    assert trim_to_sentence("2.") == ""
     assert clean_answer(None, False) == (None, "missing")
     assert clean_answer("Fine.", False) == (None, "too_short")
     assert clean_answer("half a sentence with no end", True) == (None, "no_sentence")

@@ -83,7 +83,7 @@ def think_cmd(
     = None,
     measure_k: Annotated[int | None, typer.Option(help="samples per smoke prompt in the measure (default 5)")]
     = None,
-    n_xstest: Annotated[int | None, typer.Option(help="XSTest safe prompts measured, the first N (default 100; "
+    n_xstest: Annotated[int | None, typer.Option(help="XSTest safe prompts measured, the first N (default 50; "
                                                       "0 skips)")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="local benchmark data dir (env SAFEREASON_DATA)")] = None,
     device: Annotated[str | None, typer.Option(help="cpu (default), cuda, auto")] = None,

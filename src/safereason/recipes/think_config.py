@@ -57,7 +57,7 @@ class ThinkRecipeConfig(BaseModel):
     measure_max_new_tokens: int = Field(128, ge=1)
     measure_temperature: float = Field(0.7, ge=0.0, allow_inf_nan=False)
     measure_no_prefill: bool = Field(True, description="also measure smoke without the <think>\\n prefill")
-    n_xstest: int | None = Field(100, ge=0, description="XSTest safe prompts measured (the first N; 0: skip; "
+    n_xstest: int | None = Field(50, ge=0, description="XSTest safe prompts measured (the first N; 0: skip; "
                                                         "None: all 250)")
 
     device: str = Field("cpu", description="cpu, cuda or auto")

@@ -78,9 +78,13 @@ def check_prompt_rows(rows: list[dict[str, Any]], where: str) -> list[dict[str, 
 # -- the teacher's answers ---------------------------------------------------------------------------
 
 def trim_to_sentence(text: str) -> str:
-    """``text`` up to its last sentence end (``.``, ``!``, ``?``, a closing quote or bracket after one)."""
-    ends = list(re.finditer(r"[.!?][\"')\]]?(?=\s|$)", text))
-    return text[: ends[-1].end()] if ends else ""
+    """``text`` up to its last sentence end (``.``, ``!``, ``?``, a closing quote or bracket after one); a bare list
+    marker (``2.`` on its own line, where a cut list stops) is not a sentence end."""
+    for m in reversed(list(re.finditer(r"[.!?][\"')\]]?(?=\s|$)", text))):
+        head = text[: m.end()]
+        if not re.fullmatch(r"(?:\d+|[a-zA-Z])[.)]", head.rsplit("\n", 1)[-1].strip()):
+            return head
+    return ""
 
 
 def is_repetitive(text: str) -> bool:
