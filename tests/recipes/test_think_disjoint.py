@@ -71,7 +71,7 @@ def test_builtin_set_is_mixed_and_reproducible():
     assert labels == {"benign", "harmful"} and sum(r["label"] == "harmful" for r in rows) >= 20
     assert rows == builtin_prompts(0) and rows != builtin_prompts(1)
     math = [r for r in rows if r["category"] == "math"]
-    for r in math:  # the worked answer is right: the thought's last number is the answer's
+    for r in math:  # the answer states the thought's result, which is right and not negative
         n = int(re.findall(r"-?\d+", r["thought"])[-1])
-        assert r["answer"].endswith(f"The answer is {n}.")
+        assert n >= 0 and re.findall(r"\d+", r["answer"]) == [str(n)] and r["answer"] not in r["thought"]
     assert all("<think>" not in r["thought"] and "</think>" not in r["thought"] for r in rows)

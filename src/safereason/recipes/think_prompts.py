@@ -128,35 +128,35 @@ _THOUGHTS: dict[str, list[str]] = {
 
 
 def _math(rng: random.Random, i: int) -> dict[str, Any]:
-    """A two-step word problem with its worked thought and answer, from one of five story templates."""
+    """A two-step word problem with its worked thought and a one-sentence answer, from one of five templates."""
     a, b, c = rng.randint(3, 12), rng.randint(2, 9), rng.randint(2, 20)
     kind = i % 5
     if kind == 0:
         c = min(c, a * b - 1)  # never sell more than were baked
         q = f"A baker fills {a} trays with {b} rolls each and sells {c} rolls. How many rolls are left?"
         t = f"{a} trays of {b} rolls is {a} x {b} = {a * b} rolls. Selling {c} leaves {a * b} - {c} = {a * b - c}."
-        n = a * b - c
+        n, said = a * b - c, f"{a * b - c} rolls are left."
     elif kind == 1:
         q = f"Mia reads {b} pages a day for {a} days, then {c} more pages. How many pages did she read?"
         t = f"{b} pages a day for {a} days is {a * b} pages. Adding {c} gives {a * b + c}."
-        n = a * b + c
+        n, said = a * b + c, f"Mia read {a * b + c} pages in total."
     elif kind == 2:
         total = a * b
         q = f"{total} stickers are shared equally among {a} friends. How many stickers does each friend get?"
         t = f"Sharing {total} among {a} means {total} / {a} = {b}."
-        n = b
+        n, said = b, f"Each friend gets {b} stickers."
     elif kind == 3:
         q = f"A ticket costs {b} dollars. Sam buys {a} tickets and pays with a {a * b + c} dollar bill. " \
             "How much change does he get?"
         t = f"{a} tickets at {b} dollars cost {a * b}. The change is {a * b + c} - {a * b} = {c}."
-        n = c
+        n, said = c, f"Sam gets {c} dollars in change."
     else:
         q = f"A garden has {a} rows of {b} tulips and {c} roses. How many flowers are there?"
         t = f"The tulips are {a} x {b} = {a * b}. With {c} roses that is {a * b} + {c} = {a * b + c}."
-        n = a * b + c
+        n, said = a * b + c, f"There are {a * b + c} flowers in the garden."
     thought = f"The user asks a word problem. {t} So the answer is {n}."
-    return {"prompt": q, "label": "benign", "category": "math", "thought": thought,
-            "answer": f"{t} The answer is {n}."}
+    # the answer states the result the thought worked out, without repeating the working
+    return {"prompt": q, "label": "benign", "category": "math", "thought": thought, "answer": said}
 
 
 def builtin_prompts(seed: int = 0, n_math: int = 40) -> list[dict[str, Any]]:
