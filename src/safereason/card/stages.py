@@ -169,10 +169,12 @@ def describe_error(e: BaseException) -> str:
 def run_stages(stages: list[Stage], out: Path, echo: Echo) -> dict[str, str]:
     """Run every stage in order; a failure (or a failed prerequisite) is recorded and the next stage runs."""
     status: dict[str, str] = {}
+    reasons: dict[str, str] = {}
     for i, st in enumerate(stages, 1):
         failed = [n for n in st.needs if status.get(n) != "done"]
         if failed:
-            reason = f"needs stage {', '.join(failed)}, which did not finish"
+            reason = "; ".join(f"needs stage {n}, which failed: {reasons.get(n, 'not run')}" for n in failed)
+            reasons[st.name] = reason
             echo(f"[{i}/{len(stages)}] {st.name}: skipped ({reason})")
             record(out, st.name, "failed", 0.0, reason)
             status[st.name] = "failed"
@@ -183,6 +185,7 @@ def run_stages(stages: list[Stage], out: Path, echo: Echo) -> dict[str, str]:
             st.run()
         except Exception as e:
             reason = describe_error(e)
+            reasons[st.name] = reason
             echo(f"  failed: {reason}")
             record(out, st.name, "failed", time.monotonic() - started, reason)
             status[st.name] = "failed"
