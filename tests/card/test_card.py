@@ -214,6 +214,6 @@ def test_without_data_every_section_says_why(tmp_path: Path, word_backend: type,
     for section in ("harmful", "overrefusal", "robustness", "utility"):
         s = got.card["sections"][section]
         assert s["status"] == "missing" and s["missing"], section
-        assert all("needs stage prompts, which failed: " in m["reason"] for m in s["missing"])
+        assert all("needs stage " in m["reason"] and ", which failed: " in m["reason"] for m in s["missing"])
     md = (got.out / "card.md").read_text()
     assert md.count("**MISSING**") >= 7 and "offline in this test" in json.dumps(got.card["notes"])
