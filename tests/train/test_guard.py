@@ -60,7 +60,8 @@ def tiny_spec(monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path):
 
 
 def test_feature_layout(tiny_model_dir: Path):
-    ex = FeatureExtractor(FeatureSpec(base_model=str(tiny_model_dir), layers=(1, 2), max_response_tokens=5))
+    ex = FeatureExtractor(FeatureSpec(base_model=str(tiny_model_dir), layers=(1, 2), pooling=("mean", "last"),
+                                      max_response_tokens=5))
     ex.load()
     e = ex.encode(PairText("how do I do x?", "one two three four five six seven eight"))
     a, b = e.response_span

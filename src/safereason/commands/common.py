@@ -63,3 +63,22 @@ def read_template(path: Path | None) -> str | None:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise SafereasonError(f"cannot read chat template {path}: {e}") from None
+
+
+def print_comparison(cmp: Any) -> None:
+    """The compare tables: values with CIs, then each model's change against the baseline with its paired CI."""
+    from rich.table import Table
+
+    from safereason.compare import table_rows
+
+    headers, values, deltas = table_rows(cmp)
+    for title, rows in ((f"safety and utility (part {cmp.part})", values),
+                        (f"change against {cmp.baseline} (paired bootstrap CI of the difference)", deltas)):
+        if not rows:
+            continue
+        table = Table(title=title, title_justify="left")
+        for h in headers:
+            table.add_column(h)
+        for r in rows:
+            table.add_row(*r)
+        out_console.print(table)

@@ -27,27 +27,15 @@ def compare_cmd(
     = None,
 ) -> None:
     """The SafeChain table: per model Safe@1/Safe@K/ConsSafe@K and utility accuracy, deltas with bootstrap CIs."""
-    from rich.table import Table
-
-    from safereason.commands.common import _split, out_console
-    from safereason.compare import compare_runs, table_rows, to_markdown
+    from safereason.commands.common import _split, out_console, print_comparison
+    from safereason.compare import compare_runs, to_markdown
     from safereason.rundir import atomic_write_text
 
     if out is not None and out.suffix not in (".md", ".json"):
         raise SafereasonError(f"--out {out}: give a .md or .json file (both are written)")
     cmp = compare_runs(run_dirs, labels=label, baseline=baseline, part=part, judges=_split(judge),
                        n_bootstrap=n_bootstrap)
-    headers, values, deltas = table_rows(cmp)
-    for title, rows in ((f"safety and utility (part {cmp.part})", values),
-                        (f"change against {cmp.baseline} (bootstrap CI of the difference)", deltas)):
-        if not rows:
-            continue
-        table = Table(title=title, title_justify="left")
-        for h in headers:
-            table.add_column(h)
-        for r in rows:
-            table.add_row(*r)
-        out_console.print(table)
+    print_comparison(cmp)
     if out is not None:
         try:
             atomic_write_text(out.with_suffix(".md"), to_markdown(cmp))

@@ -28,8 +28,11 @@ class FeatureSpec:
     """Everything that determines the features (stored with the weights and checked on load)."""
 
     base_model: str = "smollm2-135m"
-    layers: tuple[int, ...] = (8,)
-    pooling: tuple[str, ...] = ("mean", "last")
+    # chosen by 5-fold cross-validation grouped by behaviour on harmbench-val (benchmarks/guard_choice.py):
+    # the mean over the response at layers 5-8 reads 0.81-0.82, the last token after the question 0.73-0.79;
+    # layer 5 is the cheapest of the best
+    layers: tuple[int, ...] = (5,)
+    pooling: tuple[str, ...] = ("mean",)
     max_request_tokens: int = 256
     max_response_tokens: int = 512
     question: str = QUESTION
@@ -107,7 +110,9 @@ class FeatureExtractor:
         truncated = len(req) > s.max_request_tokens or len(resp) > s.max_response_tokens
         head = self._piece("<|im_start|>user\n") + req[: s.max_request_tokens] + self._piece(
             "<|im_end|>\n<|im_start|>assistant\n")
-        tail = self._piece(f"<|im_end|>\n<|im_start|>user\n{s.question}<|im_end|>\n<|im_start|>assistant\n")
+        # the question matters only to the last-token feature (causal attention: it cannot change the response's)
+        tail = self._piece(f"<|im_end|>\n<|im_start|>user\n{s.question}<|im_end|>\n<|im_start|>assistant\n"
+                           if "last" in s.pooling else "<|im_end|>\n")
         resp = resp[: s.max_response_tokens]
         return Encoded(head + resp + tail, (len(head), len(head) + len(resp)), truncated)
 
