@@ -75,7 +75,7 @@ def files(tmp_path: Path) -> dict[str, str]:
 def _config(tiny_model_dir: Path, files: dict[str, str], out: Path, **over):
     values = dict(out=out, student=str(tiny_model_dir), teacher="scripted-teacher", n_heldout=3, n_utility=2,
                   n_train=5, k=2, teacher_k=2, max_new_tokens=6, utility_max_new_tokens=6, batch_size=8, epochs=1,
-                  train_batch_size=2, max_length=128, **files)
+                  train_batch_size=2, max_length=128, judges=["rs-match"], filter_judges=None, **files)
     values.update(over)
     return make_recipe_config(**values)
 

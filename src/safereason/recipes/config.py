@@ -1,10 +1,11 @@
 """The embedded SafeChain recipe's configuration: one pydantic model for the Python API, ``--config`` YAML and
 the flags (the same snake_case keys).
 
-The defaults are sized for SmolLM2-135M on two CPU cores. The student is asked to think with the demo's system
-prompt and ``<think>\\n`` prefill, in the baseline eval, in training and in the tuned eval alike; only the teacher
-gets :data:`TEACHER_SYSTEM_PROMPT` and :data:`TEACHER_PREFILL` on top, which is the point: the student learns to
-answer safely without being told to.
+The defaults are sized for SmolLM2-135M on two CPU cores. The student is ``smollm2-135m-think``, which thinks by
+itself after the ``<think>\\n`` prefill (no system prompt), in the baseline eval, in training and in the tuned eval
+alike; only the teacher (the same model by default) gets :data:`TEACHER_SYSTEM_PROMPT` and :data:`TEACHER_PREFILL`
+on top, which is the point: the student learns to answer safely without being told to. The data filter is
+``smol-guard``; the held-out evals are judged by ``smol-guard`` and ``rs-match``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from safereason.config import check_dtype, format_validation_error, read_yaml_mapping
-from safereason.demo import DEMO_SYSTEM_PROMPT
 from safereason.errors import ConfigError
 
 #: The teacher's steering, a deliberate choice: the plain embedded model complies with most harmful requests
@@ -51,7 +51,7 @@ class SafeChainRecipeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     out: Path = Field(description="recipe dir: one sub-directory per stage, table.md")
-    student: str = Field("smollm2-135m", description="the model that is evaluated and fine-tuned")
+    student: str = Field("smollm2-135m-think", description="the model that is evaluated and fine-tuned")
     teacher: str | None = Field(None, description="the model that writes the traces (default: the student)")
     seed: int = Field(0, description="draws, sampling, the pick and training")
     data_dir: Path | None = Field(None, description="local benchmark data (default: SAFEREASON_DATA)")
@@ -67,10 +67,17 @@ class SafeChainRecipeConfig(BaseModel):
     max_new_tokens: int = Field(128, ge=1, description="new tokens per held-out sample (and per teacher sample)")
     utility_max_new_tokens: int = Field(256, ge=1, description="new tokens per utility sample")
     batch_size: int = Field(32, ge=1, description="rows (prompt x sample) per generate call")
-    system_prompt: str | None = Field(DEMO_SYSTEM_PROMPT, description="the student's prompt: eval and training")
+    system_prompt: str | None = Field(None, description="the student's prompt: eval and training (None: the "
+                                                        "think model thinks by itself after think_prefill; "
+                                                        "safereason.demo.DEMO_SYSTEM_PROMPT asks the plain "
+                                                        "smollm2-135m to)")
     think_prefill: str | None = Field("<think>\n", description="opens the thought, as an R1 template does")
-    judges: list[str] = Field(default_factory=lambda: ["rs-match"], min_length=1,
-                              description="safety judges: the held-out evals and the data filter")
+    judges: list[str] = Field(default_factory=lambda: ["smol-guard", "rs-match"], min_length=1,
+                              description="safety judges: the held-out evals (and the data filter unless "
+                                          "filter_judges is set)")
+    filter_judges: list[str] | None = Field(default_factory=lambda: ["smol-guard"],
+                                            description="the data filter's safety judges (None: judges); a teacher "
+                                                        "sample is kept iff all of them judge it safe")
 
     # data (SafeChain's recipe)
     train_prompts: str = Field("advbench", description="training pool (benchmark or file); prompts of the held-out "

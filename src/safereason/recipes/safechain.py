@@ -151,7 +151,7 @@ def teacher_values(cfg: SafeChainRecipeConfig) -> dict[str, Any]:
     values = {**_common(cfg), "model": cfg.teacher or cfg.student, "k": cfg.teacher_k,
               "system_prompt": cfg.teacher_system_prompt, "prefill": cfg.teacher_prefill,
               "max_new_tokens": cfg.max_new_tokens,
-              "judges": list(cfg.judges), "parts": ["full"]}
+              "judges": list(cfg.filter_judges or cfg.judges), "parts": ["full"]}
     if cfg.teacher_defense is not None:
         values.update(defense=cfg.teacher_defense, defense_options=dict(cfg.teacher_defense_options))
     return values
@@ -358,12 +358,13 @@ def write_table(cfg: SafeChainRecipeConfig, base_runs: list[dict[str, Any]],
     rows = "\n".join(f"| {lb} | " + " | ".join(f"{c / n:.3f} ({c}/{n})" if n else "n/a"
                                              for c, n in (closing[lb][s] for s in sets)) + " |" for lb in closing)
     counts = card["counts"]
+    card_judges = cfg.filter_judges or cfg.judges
     stages = _state(cfg.out).get("stages", {})
     timing = ", ".join(f"{s} {v['seconds']:.0f} s" for s, v in stages.items())
     text = (to_markdown(cmp) + "\n## Share of samples whose thought closes\n\n| model | " + " | ".join(sets)
             + " |\n|" + "---|" * (len(sets) + 1) + "\n" + rows + "\n\n## Data and training\n\n"
             f"- teacher `{card['teacher']['model']}`: kept {counts['kept']} of {counts['instructions']} instructions "
-            f"from `{cfg.train_prompts}` (K = {card['k']}, judges {', '.join(cfg.judges)}); dropped: "
+            f"from `{cfg.train_prompts}` (K = {card['k']}, judges {', '.join(card_judges)}); dropped: "
             + ", ".join(f"{r} {n}" for r, n in counts["dropped_by_reason"].items() if n)
             + f"\n- LoRA SFT of `{cfg.student}`: {sft['steps']} steps, last logged loss {sft['final_loss']}"
             + f"\n- held-out prompts: `{cfg.heldout}` ({cfg.n_heldout or 'all'} drawn, seed {cfg.seed}), never in "
