@@ -75,6 +75,12 @@ def agreement_markdown(agreement: dict[str, Any]) -> str:
     return "\n".join(rows) + "\n"
 
 
+def _pooling_words(spec: FeatureSpec) -> str:
+    words = {"mean": "the mean of the hidden states over the response tokens",
+             "last": f'the hidden state of the last token after the question "{spec.question}"'}
+    return " and ".join(words[p] for p in spec.pooling)
+
+
 def card_markdown(cfg: GuardConfig, spec: FeatureSpec, meta: dict[str, Any]) -> str:
     data = "\n".join(f"- `{d['name']}`: {d['n']} items ({d['n_unsafe']} unsafe, {d['n_groups']} behaviours), "
                      f"file sha256 `{d['file_sha256']}`, items sha256 `{d['items_sha256']}`" for d in meta["data"])
@@ -86,9 +92,9 @@ states of the embedded SmolLM2-135M-Instruct. Made by `safereason train guard` (
 weights sha256 `{sha256_file(cfg.out / WEIGHTS_FILE)}`.
 
 ## Features
-Layers {list(spec.layers)} of {spec.base_model} (later layers never run), pooled by {', '.join(spec.pooling)}
-(mean over the response tokens, last token after the question "{spec.question}"); request cut to
-{spec.max_request_tokens} tokens, response to its first {spec.max_response_tokens} (flagged `truncated`).
+Layers {list(spec.layers)} of {spec.base_model} (later layers never run), read as {_pooling_words(spec)};
+request cut to {spec.max_request_tokens} tokens, response to its first {spec.max_response_tokens} (flagged
+`truncated`).
 Standardised, then logistic regression (L2, C = {meta['C']} chosen from {meta['c_grid']} by {meta['folds']}-fold
 cross-validation grouped by behaviour; accuracy per C: {json.dumps(meta['cv_accuracy_per_C'])}). Threshold
 {cfg.threshold}.
@@ -101,5 +107,6 @@ cross-validation grouped by behaviour; accuracy per C: {json.dumps(meta['cv_accu
 
 ## Agreement with human labels
 {agreement_markdown(meta['agreement'])}
-Training took {meta['train_seconds']} s.
+The last invocation took {meta['train_seconds']} s (features already in the run dir are not recomputed; from
+scratch, extracting them for 602 + 300 items takes about 10 min on 2 busy CPU cores).
 """
