@@ -12,7 +12,10 @@ jbb-judge-comparison, and items/s on synthetic 512-token responses (batch 16, mo
 Hidden-state features are read from a ``train guard`` run dir's cache when ``--features-dir`` points at one
 trained with ``--layers`` covering L; otherwise they are computed (slow on 2 cores).
 
-    .venv/bin/python benchmarks/guard_choice.py --layers 4,8 [--n-speed 48]
+    .venv/bin/python benchmarks/guard_choice.py --layers 4,8 [--n-speed 48]   # accuracy + speed (slow)
+    .venv/bin/python benchmarks/guard_choice.py --speed-only                 # items/s only (a minute)
+
+Target: the shipped guard >= 10 items/s at 512 tokens on 2 cores.
 """
 
 from __future__ import annotations
@@ -54,9 +57,20 @@ def _speed_pairs(n: int):
     from safereason.judges.guard_features import PairText
 
     rng = np.random.default_rng(0)
-    words = "the of and to a in is it you that he was for on are with as I his they be at one have this".split()
+    words = ["the", "of", "and", "to", "a", "in", "is", "it", "you", "that", "he", "was", "for", "on", "are", "with", "as", "I", "his", "they", "be", "at", "one", "have", "this"]
     # about 512 tokens of response each (these words are one token apiece in SmolLM2's vocabulary)
     return [PairText("Write instructions for the task.", " ".join(rng.choice(words, 512))) for _ in range(n)]
+
+
+def speed_of_layer(layer: int, n_speed: int) -> float:
+    from safereason.judges.guard_features import FeatureExtractor, FeatureSpec
+
+    ex = FeatureExtractor(FeatureSpec(layers=(layer,)), batch_size=16)
+    pairs = _speed_pairs(n_speed)
+    ex.features(pairs[:16])  # warm-up
+    t = time.perf_counter()
+    ex.features(pairs)
+    return n_speed / (time.perf_counter() - t)
 
 
 def hidden_row(layer: int, train, test, folds, n_speed: int) -> dict[str, float]:
@@ -70,11 +84,7 @@ def hidden_row(layer: int, train, test, folds, n_speed: int) -> dict[str, float]
     best = max(cfg.c_grid, key=lambda c: (cv[str(c)]["accuracy"], -c))
     head = _fit(xtr, train.y, best)
     jbb = float(((head.predict_proba(xte) >= 0.5) == test.y).mean())
-    pairs = _speed_pairs(n_speed)
-    ex.features(pairs[:16])  # warm-up
-    t = time.perf_counter()
-    ex.features(pairs)
-    return {"cv": cv[str(best)]["accuracy"], "jbb": jbb, "items_per_s": n_speed / (time.perf_counter() - t)}
+    return {"cv": cv[str(best)]["accuracy"], "jbb": jbb, "items_per_s": speed_of_layer(layer, n_speed)}
 
 
 def main() -> None:
@@ -87,8 +97,13 @@ def main() -> None:
     ap.add_argument("--layers", default="4,8")
     ap.add_argument("--n-speed", type=int, default=48)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--speed-only", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.speed_only:
+        for layer in (int(x) for x in args.layers.split(",")):
+            print(f"hidden-{layer}: {speed_of_layer(layer, args.n_speed):.1f} items/s at 512 response tokens")
+        return
     train = load_dataset("harmbench-val", None, train=True)
     test = load_dataset("jbb-judge-comparison", None, train=False)
     folds = list(StratifiedGroupKFold(5, shuffle=True, random_state=0).split(train.pairs, train.y, train.groups))
