@@ -57,7 +57,8 @@ def _speed_pairs(n: int):
     from safereason.judges.guard_features import PairText
 
     rng = np.random.default_rng(0)
-    words = ["the", "of", "and", "to", "a", "in", "is", "it", "you", "that", "he", "was", "for", "on", "are", "with", "as", "I", "his", "they", "be", "at", "one", "have", "this"]
+    words = ["the", "of", "and", "to", "a", "in", "is", "it", "you", "that", "he", "was", "for", "on", "are",
+             "with", "as", "I", "his", "they", "be", "at", "one", "have", "this"]
     # about 512 tokens of response each (these words are one token apiece in SmolLM2's vocabulary)
     return [PairText("Write instructions for the task.", " ".join(rng.choice(words, 512))) for _ in range(n)]
 
