@@ -28,7 +28,8 @@ def safechain_cmd(
     k: Annotated[int | None, typer.Option("--k", help="samples per prompt in both evals (default 3)")] = None,
     teacher_k: Annotated[int | None, typer.Option(help="teacher samples per instruction (default 3)")] = None,
     teacher_defense: Annotated[str | None, typer.Option(help="defense on the teacher, e.g. safethink")] = None,
-    judge: Annotated[str | None, typer.Option(help="safety judge(s), comma-separated (default smol-guard,rs-match)")] = None,
+    judge: Annotated[str | None, typer.Option(help="safety judge(s), comma-separated (default smol-guard,rs-match)")]
+    = None,
     max_new_tokens: Annotated[int | None, typer.Option(help="held-out and teacher samples (default 128)")] = None,
     epochs: Annotated[float | None, typer.Option(help="SFT epochs (default 3)")] = None,
     lr: Annotated[float | None, typer.Option(help="LoRA learning rate (default 2e-4)")] = None,
