@@ -113,3 +113,12 @@ def test_think_alias_resolves_to_the_merged_embedded_model(smollm2_dir):
     for name, w in base.items():
         expected = w + deltas[name] if name in deltas else w
         assert torch.allclose(merged[name], expected, atol=1e-5), name
+
+
+def test_list_shows_the_think_alias():
+    from typer.testing import CliRunner
+
+    from safereason.cli import app
+
+    res = CliRunner().invoke(app, ["list"])
+    assert res.exit_code == 0 and "smollm2-135m-think" in res.output
