@@ -140,8 +140,14 @@ def refusal_rows(st: StageRun) -> list[dict[str, Any]]:
                 rows.append({"set": st.source_set, "judge": judge, "part": part,
                              "refusal": value(block["refusal_rate"], block.get("ci"), block.get("n_prompts")),
                              "n_blocked": entry.get("n_blocked", 0), "n_skipped": entry.get("n_skipped", 0),
-                             "n_missing": entry.get("n_missing", 0)})
+                             "n_missing": _no_verdict(st.run.samples, judge, part)})
     return rows
+
+
+def _no_verdict(samples: Sequence[dict[str, Any]], judge: str, part: str) -> int:
+    """Benign samples generated but without that part to judge (an answer after a thought that never closed)."""
+    return sum(1 for s in samples if s.get("status", "ok") == "ok" and s.get("label") == "benign"
+               and ((s.get("judgments") or {}).get(judge) or {}).get(part) is None)
 
 
 # -- 4. robustness ---------------------------------------------------------------------------------------------
