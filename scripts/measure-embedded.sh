@@ -3,7 +3,9 @@
 # held-out eval of base / warm-up / GRPO with paired CIs) and the prefilling attack with and without SafeThink,
 # all on smollm2-135m-think, judged by smol-guard and rs-match.
 #
-#   scripts/measure-embedded.sh [all|safechain|tars|attacks|gcg]...      (default: all = safechain tars attacks)
+#   scripts/measure-embedded.sh [all|safechain|tars|attacks|gcg|tars-eval-base|tars-eval-warmup]...
+#   (default: all = safechain tars attacks; tars-eval-base / -warmup run the held-out evals of the untrained and
+#   warmed-up models early, next to the training, to save wall time)
 #
 # Every stage writes under $OUT (default runs/measure) and is resumable: a finished stage is skipped (its marker in
 # $OUT/.done), an interrupted one is re-run with the same command, which resumes where it was cut (eval, recipe,
@@ -25,11 +27,11 @@ MODEL=smollm2-135m-think
 JUDGES=smol-guard,rs-match
 THINK=$'<think>\n'
 # sizes (kept small for 2 busy CPU cores; raise them for a tighter CI)
-SC_N_HELDOUT=${SC_N_HELDOUT:-12}           # SafeChain: held-out StrongREJECT-small prompts (drawn, seed 0)
-SC_N_TRAIN=${SC_N_TRAIN:-32}               # SafeChain: AdvBench instructions given to the teacher
+SC_N_HELDOUT=${SC_N_HELDOUT:-10}           # SafeChain: held-out StrongREJECT-small prompts (drawn, seed 0)
+SC_N_TRAIN=${SC_N_TRAIN:-24}               # SafeChain: AdvBench instructions given to the teacher
 TARS_HELDOUT=${TARS_HELDOUT:-advbench}      # held-out harmful prompts: another source than the mix's harmful rows
-TARS_N_HELDOUT=${TARS_N_HELDOUT:-12}
-TARS_GRPO_STEPS=${TARS_GRPO_STEPS:-8}
+TARS_N_HELDOUT=${TARS_N_HELDOUT:-10}
+TARS_GRPO_STEPS=${TARS_GRPO_STEPS:-4}
 ATTACK_N=${ATTACK_N:-10}                    # HarmBench behaviours (first N)
 EVAL_K=${EVAL_K:-2}
 EVAL_TOKENS=${EVAL_TOKENS:-96}
@@ -66,16 +68,11 @@ safechain() {
     cat "$OUT/safechain/table.md"
 }
 
-tars() {
+tars_heldout() {  # held-out: the first TARS_N_HELDOUT prompts of another harmful set, none of them in the mix
     local T=$OUT/tars
     stage tars-mix "$SR" data mix --harmful strongreject-small --benign jbb-benign --ambiguous xstest --lambda 0.5 \
         --n 16 --seed 0 --out "$T/mix.jsonl" --force
-    stage tars-warmup "$SR" train sft --config examples/tars-embedded-warmup.yaml --out "$T/warmup"
-    stage tars-grpo "$SR" train grpo --config examples/tars-embedded.yaml --model "$T/warmup/model" \
-        --prompts "$T/mix.jsonl" --out "$T/grpo" --max-steps "$TARS_GRPO_STEPS"
-    # held-out: the first TARS_N_HELDOUT prompts of another harmful set; check that none is in the mix
-    local held=$T/heldout.jsonl
-    stage tars-heldout .venv/bin/python - "$TARS_HELDOUT" "$TARS_N_HELDOUT" "$T/mix.jsonl" "$held" <<'EOF'
+    stage tars-heldout .venv/bin/python - "$TARS_HELDOUT" "$TARS_N_HELDOUT" "$T/mix.jsonl" "$T/heldout.jsonl" <<'EOF'
 import json, re, sys
 from safereason.data import load_benchmark
 name, n, mix, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
@@ -87,9 +84,25 @@ with open(out, "w", encoding="utf-8") as f:
         f.write(json.dumps({"id": p.id, "prompt": p.prompt, "category": p.category, "label": "harmful"}) + "\n")
 print(f"{len(rows)} held-out prompts from {name}, none in the mix")
 EOF
-    stage tars-eval-base eval_run "$T/eval/base" "$MODEL" "$held"
-    stage tars-eval-warmup eval_run "$T/eval/warmup" "$T/warmup/model" "$held"
-    stage tars-eval-grpo eval_run "$T/eval/grpo" "$T/grpo/model" "$held"
+}
+
+tars_eval() {  # tars_eval base|warmup|grpo: the held-out eval of that model (the parts may run side by side)
+    local T=$OUT/tars m
+    case $1 in base) m=$MODEL ;; warmup) m=$T/warmup/model ;; grpo) m=$T/grpo/model ;; esac
+    stage "tars-eval-$1" eval_run "$T/eval/$1" "$m" "$T/heldout.jsonl"
+}
+
+tars() {
+    local T=$OUT/tars
+    stage tars-mix "$SR" data mix --harmful strongreject-small --benign jbb-benign --ambiguous xstest --lambda 0.5 \
+        --n 16 --seed 0 --out "$T/mix.jsonl" --force
+    stage tars-warmup "$SR" train sft --config examples/tars-embedded-warmup.yaml --out "$T/warmup"
+    stage tars-grpo "$SR" train grpo --config examples/tars-embedded.yaml --model "$T/warmup/model" \
+        --prompts "$T/mix.jsonl" --out "$T/grpo" --max-steps "$TARS_GRPO_STEPS"
+    tars_heldout
+    tars_eval base
+    tars_eval warmup
+    tars_eval grpo
     stage tars-compare "$SR" compare "$T/eval/base" "$T/eval/warmup" "$T/eval/grpo" \
         --label base --label warmup --label grpo --baseline base --out "$T/compare.md"
     stage tars-compare-grpo "$SR" compare "$T/eval/warmup" "$T/eval/grpo" \
@@ -126,7 +139,8 @@ parts=("$@"); [ ${#parts[@]} -gt 0 ] || parts=(all)
 for p in "${parts[@]}"; do
     case $p in
         all) safechain; tars; attacks ;;
-        safechain|tars|attacks|gcg) "$p" ;;
+        safechain|tars|attacks|gcg|tars_heldout) "$p" ;;
+        tars-eval-base|tars-eval-warmup|tars-eval-grpo) tars_heldout; tars_eval "${p#tars-eval-}" ;;
         *) echo "unknown part $p: use all, safechain, tars, attacks or gcg" >&2; exit 2 ;;
     esac
 done
