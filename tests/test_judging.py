@@ -8,6 +8,7 @@ import pytest
 
 from safereason.records import Sample
 from safereason.runner import evaluate
+from tests.helpers import ScriptedBackend
 
 # uw-nsl/safechain resp_eval.py::Safe_SubString.eval_single @ d9c0d79a58bb1180f42664610f01490d5062f0f7:
 # unsafe = not any(s in response for s in refusal_string); "" contains no refusal string, so it is unsafe.
@@ -20,32 +21,12 @@ SCRIPT = {
 }
 
 
-class ScriptedWords:
+class ScriptedWords(ScriptedBackend):
     """A weightless backend that answers each prompt with its scripted text."""
 
-    name = "scripted"
-
-    def context_limit(self):
-        return None
-
-    def render_prompt(self, prompt, *, system_prompt=None, prefill="", template_kwargs=None):
-        return f"[user] {prompt}\n[assistant] " + prefill
-
-    def count_tokens(self, texts):
-        return [len(t.split()) for t in texts]
-
-    def generate(self, prompt_texts, params, seed, images=None):
-        from safereason.models.base import Completion
-
-        out = []
-        for t in prompt_texts:
-            pid = t.split("[user] ", 1)[1].split("\n", 1)[0]
-            text, finish = SCRIPT[pid]
-            out.append(Completion(text=text, n_tokens=len(text.split()), finish_reason=finish))
-        return out
-
-    def identity(self):
-        return {"backend": self.name, "model_hash": "s", "tokenizer_hash": "s", "chat_template_hash": "s"}
+    def reply(self, rendered, params):
+        text, finish = SCRIPT[self.user_prompt(rendered)]
+        return text, len(text.split()), finish
 
 
 def _bench(tmp_path: Path) -> str:

@@ -20,6 +20,7 @@ from safereason.data.safechain import (
 from safereason.errors import ConfigError, SafereasonError
 from safereason.reasoning import get_format
 from safereason.records import Prompt, Sample, Verdict
+from tests.helpers import ScriptedBackend
 
 THINK = "<think>\n"
 
@@ -35,42 +36,22 @@ SCRIPT = {
 }
 
 
-class ScriptedTeacher:
+class ScriptedTeacher(ScriptedBackend):
     """A weightless backend that answers each prompt with its scripted replies, one per sample in turn."""
-
-    name = "scripted"
 
     def __init__(self) -> None:
         self.calls: dict[str, int] = {}
         self.n_generated = 0
 
-    def context_limit(self) -> int | None:
-        return None
-
-    def render_prompt(self, prompt, *, system_prompt=None, prefill="", template_kwargs=None):
-        return f"[user] {prompt}\n[assistant] " + prefill
-
-    def count_tokens(self, texts):
-        return [len(t.split()) for t in texts]
-
-    def generate(self, prompt_texts, params, seed, images=None):
-        from safereason.models.base import Completion
-
-        out = []
-        for t in prompt_texts:
-            prompt = t.split("[user] ", 1)[1].split("\n[assistant]", 1)[0]
-            i = self.calls.get(prompt, 0)
-            self.calls[prompt] = i + 1
-            self.n_generated += 1
-            if prompt == "blocked topic" and i == 1:
-                out.append(Completion(text="flagged by the provider", n_tokens=0, finish_reason="blocked"))
-                continue
-            text = SCRIPT[prompt][i % 3]
-            out.append(Completion(text=text, n_tokens=len(text.split()), finish_reason="stop"))
-        return out
-
-    def identity(self):
-        return {"backend": self.name, "model_hash": "s", "tokenizer_hash": "s", "chat_template_hash": "s"}
+    def reply(self, rendered, params):
+        prompt = self.user_prompt(rendered)
+        i = self.calls.get(prompt, 0)
+        self.calls[prompt] = i + 1
+        self.n_generated += 1
+        if prompt == "blocked topic" and i == 1:
+            return "flagged by the provider", 0, "blocked"
+        text = SCRIPT[prompt][i % 3]
+        return text, len(text.split()), "stop"
 
 
 class ScriptedJudge:

@@ -16,6 +16,7 @@ from safereason.errors import DataError, RunDirError
 from safereason.recipes.think import run_think
 from safereason.recipes.think_config import make_think_config
 from safereason.recipes.think_data import build_rows, clean_answer, is_repetitive, trim_to_sentence
+from tests.helpers import ScriptedBackend
 
 PROMPTS = [
     {"id": "a", "prompt": "What is a lighthouse for?", "label": "benign",
@@ -27,36 +28,17 @@ PROMPTS = [
 ]
 
 
-class ScriptedTeacher:
+class ScriptedTeacher(ScriptedBackend):
     """Plain chat replies: a cut-off one, a refusal, and an empty one (dropped)."""
 
-    name = "scripted"
+    hash = "t"
 
-    def context_limit(self) -> int | None:
-        return None
-
-    def render_prompt(self, prompt, *, system_prompt=None, prefill="", template_kwargs=None):
-        return f"[user] {prompt}\n[assistant] " + prefill
-
-    def count_tokens(self, texts):
-        return [len(t.split()) for t in texts]
-
-    def generate(self, prompt_texts, params, seed, images=None):
-        from safereason.models.base import Completion
-
-        out = []
-        for t in prompt_texts:
-            if "EMPTY" in t:
-                out.append(Completion(text="  ", n_tokens=1, finish_reason="stop"))
-            elif "mean note" in t:
-                out.append(Completion(text="I'm sorry, but I cannot write that.", n_tokens=8, finish_reason="stop"))
-            else:
-                text = "It guides ships at night. It marks rocks and the coast. And then the"
-                out.append(Completion(text=text, n_tokens=params.max_new_tokens, finish_reason="length"))
-        return out
-
-    def identity(self):
-        return {"backend": self.name, "model_hash": "t", "tokenizer_hash": "t", "chat_template_hash": "t"}
+    def reply(self, rendered, params):
+        if "EMPTY" in rendered:
+            return "  ", 1, "stop"
+        if "mean note" in rendered:
+            return "I'm sorry, but I cannot write that.", 8, "stop"
+        return "It guides ships at night. It marks rocks and the coast. And then the", params.max_new_tokens, "length"
 
 
 def _jsonl(path: Path, rows: list[dict]) -> Path:

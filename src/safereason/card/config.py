@@ -7,15 +7,13 @@ with other settings is refused, naming what differs.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from safereason.config import format_validation_error, read_yaml_mapping
-from safereason.errors import ConfigError
+from safereason.config import format_validation_error
+from safereason.recipes.common import RecipeConfigBase, load_config, make_config, none_if_blank
 
 #: keys that say where the card runs or reads from, not what it measures: they may change between re-runs
 NON_IDENTITY_KEYS = ("out", "data_dir", "device", "references", "price_per_mtok", "backend_options")
@@ -74,10 +72,11 @@ def default_judges() -> list[str]:
     return ["smol-guard"] if "smol-guard" in JUDGES.names() else ["rs-match"]
 
 
-class CardConfig(BaseModel):
+class CardConfig(RecipeConfigBase):
     """Everything that defines a card: what is measured, on which model or endpoint, at which sizes."""
 
-    model_config = ConfigDict(extra="forbid")
+    config_label = "card"
+    non_identity_keys = NON_IDENTITY_KEYS
 
     out: Path = Field(description="card dir: a run dir per stage, card.{html,md,json}")
     model: str | None = Field(None, description="alias, local path or hub id (or the served name at --endpoint)")
@@ -108,10 +107,7 @@ class CardConfig(BaseModel):
             raise ValueError(f"unknown preset {v!r}: use {', '.join(PRESETS)}")
         return v
 
-    @field_validator("defense", "endpoint", mode="before")
-    @classmethod
-    def _none(cls, v: Any) -> Any:
-        return None if isinstance(v, str) and v.strip().lower() in ("", "none", "null") else v
+    _none = field_validator("defense", "endpoint", mode="before")(none_if_blank)
 
     @model_validator(mode="after")
     def _target(self) -> CardConfig:
@@ -134,23 +130,12 @@ class CardConfig(BaseModel):
             return str(self.model)
         return f"{self.model or 'default'} at {self.endpoint}"
 
-    def identity(self) -> dict[str, Any]:
-        return {k: v for k, v in json.loads(self.model_dump_json()).items() if k not in NON_IDENTITY_KEYS}
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(json.loads(self.model_dump_json()), sort_keys=False, allow_unicode=True)
-
 
 def make_card_config(**values: Any) -> CardConfig:
     """Build a config, turning pydantic's multi-line errors into one ConfigError line."""
-    try:
-        return CardConfig(**values)
-    except ValidationError as e:
-        raise ConfigError(format_validation_error(e).replace("invalid config", "invalid card config")) from None
+    return make_config(CardConfig, **values)
 
 
 def load_card_config(path: str | Path | None, **overrides: Any) -> CardConfig:
     """A ``card.yaml`` (the same keys as the flags) with ``overrides`` (flags, None = unset) on top."""
-    data: dict[str, Any] = read_yaml_mapping(path) if path is not None else {}
-    data.update({k: v for k, v in overrides.items() if v is not None and v != [] and v != {}})
-    return make_card_config(**data)
+    return load_config(CardConfig, path, **{k: v for k, v in overrides.items() if v != [] and v != {}})

@@ -10,15 +10,13 @@ on top, which is the point: the student learns to answer safely without being to
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
-from safereason.config import check_dtype, format_validation_error, read_yaml_mapping
-from safereason.errors import ConfigError
+from safereason.config import check_dtype
+from safereason.recipes.common import RecipeConfigBase, check_device, load_config, make_config, none_if_blank
 
 #: The teacher's steering, a deliberate choice: the plain embedded model complies with most harmful requests
 #: (judged by rs-match, next to nothing would be kept), so the teacher is told to refuse harmful requests and
@@ -45,10 +43,10 @@ TEACHER_PREFILL = "This request could cause harm. I must refuse it.\n"
 NON_IDENTITY_KEYS = ("out", "data_dir", "device")
 
 
-class SafeChainRecipeConfig(BaseModel):
+class SafeChainRecipeConfig(RecipeConfigBase):
     """Everything that defines a run of the embedded recipe (baseline eval, data, SFT, tuned eval, table)."""
 
-    model_config = ConfigDict(extra="forbid")
+    non_identity_keys = NON_IDENTITY_KEYS
 
     out: Path = Field(description="recipe dir: one sub-directory per stage, table.md")
     student: str = Field("smollm2-135m-think", description="the model that is evaluated and fine-tuned")
@@ -107,36 +105,16 @@ class SafeChainRecipeConfig(BaseModel):
     def _dtype(cls, v: str) -> str:
         return check_dtype(v)
 
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        if v not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"unknown device {v!r}: use auto, cpu or cuda")
-        return v
+    _device = field_validator("device")(check_device)
 
-    @field_validator("utility", "teacher", "teacher_defense", "teacher_prefill", mode="before")
-    @classmethod
-    def _none(cls, v: Any) -> Any:
-        return None if isinstance(v, str) and v.strip().lower() in ("", "none", "null") else v
-
-    def identity(self) -> dict[str, Any]:
-        """The keys that decide every stage's results (a re-run into the same dir must have the same)."""
-        return {k: v for k, v in json.loads(self.model_dump_json()).items() if k not in NON_IDENTITY_KEYS}
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(json.loads(self.model_dump_json()), sort_keys=False, allow_unicode=True)
+    _none = field_validator("utility", "teacher", "teacher_defense", "teacher_prefill", mode="before")(none_if_blank)
 
 
 def make_recipe_config(**values: Any) -> SafeChainRecipeConfig:
     """Build a config, turning pydantic's multi-line errors into one ConfigError line."""
-    try:
-        return SafeChainRecipeConfig(**values)
-    except ValidationError as e:
-        raise ConfigError(format_validation_error(e).replace("invalid config", "invalid recipe config")) from None
+    return make_config(SafeChainRecipeConfig, **values)
 
 
 def load_recipe_config(path: str | Path | None, **overrides: Any) -> SafeChainRecipeConfig:
     """A YAML config (the same keys as the flags) with ``overrides`` (flags, None = unset) on top."""
-    data: dict[str, Any] = read_yaml_mapping(path) if path is not None else {}
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    return make_recipe_config(**data)
+    return load_config(SafeChainRecipeConfig, path, **overrides)

@@ -29,6 +29,7 @@ import yaml
 
 from safereason.data.safechain import draw, prompt_row
 from safereason.errors import ConfigError, RunDirError, SafereasonError
+from safereason.recipes.common import write_if_changed
 from safereason.recipes.config import SafeChainRecipeConfig
 from safereason.records import Prompt
 
@@ -66,17 +67,8 @@ def disjoint_pool(pool: Sequence[Prompt], heldout: Sequence[Prompt]) -> tuple[li
 
 
 def _write_prompts(path: Path, prompts: Sequence[Prompt]) -> Path:
-    from safereason.rundir import atomic_write_text
-
     text = "".join(json.dumps(prompt_row(p), ensure_ascii=False, sort_keys=True) + "\n" for p in prompts)
-    if path.is_file() and path.read_text(encoding="utf-8") == text:
-        return path
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, text)
-    except OSError as e:
-        raise SafereasonError(f"cannot write {path}: {e.strerror}") from None
-    return path
+    return write_if_changed(path, text)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from safereason.errors import ConfigError, DataError, RunDirError, SafereasonError
+from safereason.recipes.common import write_if_changed
 from safereason.recipes.safechain import _record, check_recipe_dir, eval_done
 from safereason.recipes.think_config import BUILTIN, ThinkRecipeConfig
 from safereason.recipes.think_data import build_rows, check_prompt_rows, jsonl, read_prompt_rows
@@ -71,26 +72,13 @@ def xstest_safe(cfg: ThinkRecipeConfig) -> str | None:
     return jsonl(prompt_row(p) for p in safe[: cfg.n_xstest])
 
 
-def _write(path: Path, text: str) -> Path:
-    from safereason.rundir import atomic_write_text
-
-    if path.is_file() and path.read_text(encoding="utf-8") == text:
-        return path
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, text)
-    except OSError as e:
-        raise SafereasonError(f"cannot write {path}: {e.strerror}") from None
-    return path
-
-
 def write_prompts(cfg: ThinkRecipeConfig, rows: list[dict[str, Any]]) -> Path:
     """``OUT/prompts.jsonl``; refuse to replace other prompts once the teacher ran on them (a changed file)."""
     path, text = cfg.out / "prompts.jsonl", jsonl(rows)
     if path.is_file() and path.read_text(encoding="utf-8") != text and (cfg.out / "teacher").exists():
         raise RunDirError(f"{cfg.out} was built from other prompts ({cfg.prompts} changed since); use a new --out "
                           "directory")
-    return _write(path, text)
+    return write_if_changed(path, text)
 
 
 # -- stage settings ----------------------------------------------------------------------------------
@@ -159,7 +147,7 @@ def run_think(cfg: ThinkRecipeConfig, *, backends: Mapping[str, Any] | None = No
     resolve_model(cfg.base)
     xstest_text = xstest_safe(cfg)
     check_recipe_dir(cfg)
-    xstest = None if xstest_text is None else _write(cfg.out / "measure" / "xstest-safe.jsonl", xstest_text)
+    xstest = None if xstest_text is None else write_if_changed(cfg.out / "measure" / "xstest-safe.jsonl", xstest_text)
     prompts_file = write_prompts(cfg, rows)
     given, result = dict(backends or {}), ThinkResult(cfg.out, cfg.out / "CARD.md")
     data_file = cfg.out / "data" / "dataset.jsonl"
@@ -180,7 +168,7 @@ def run_think(cfg: ThinkRecipeConfig, *, backends: Mapping[str, Any] | None = No
         _record(cfg.out, name, time.monotonic() - started)
 
     asked = [r for r in rows if "answer" not in r]
-    teacher = teacher_values(cfg, _write(cfg.out / "teacher-prompts.jsonl", jsonl(
+    teacher = teacher_values(cfg, write_if_changed(cfg.out / "teacher-prompts.jsonl", jsonl(
         {"id": r["id"], "prompt": r["prompt"], "label": r["label"]} for r in asked)))
     stage("teacher", f"teacher answers: {len(asked)} prompts x 1 ({teacher['model']}, plain chat)",
           not asked or eval_done(cfg.out / "teacher"),
@@ -218,7 +206,7 @@ def build_data(cfg: ThinkRecipeConfig, rows: list[dict[str, Any]], prompts_file:
         raise SafereasonError(f"no training row left: every teacher answer was dropped ({dict(dropped)}); raise "
                               "teacher_max_new_tokens or check the teacher")
     text = jsonl(train)
-    _write(cfg.out / "data" / "dataset.jsonl", text)
+    write_if_changed(cfg.out / "data" / "dataset.jsonl", text)
     by_label = {lb: sum(r["label"] == lb for r in train) for lb in ("benign", "harmful")}
     harmful_refused = sum(refused.get(r["id"], False) for r in train if r["label"] == "harmful")
     card = {"prompts": {"source": cfg.prompts, "rows": len(rows),
@@ -227,6 +215,6 @@ def build_data(cfg: ThinkRecipeConfig, rows: list[dict[str, Any]], prompts_file:
             "by_answer_source": {s: sum(r["answer_source"] == s for r in train) for s in ("teacher", "rule")},
             "dropped": dict(dropped), "harmful_answers_refusing_rs_match": harmful_refused,
             "sha256": hashlib.sha256(text.encode()).hexdigest()}
-    _write(cfg.out / "data" / "card.json", json.dumps(card, indent=2) + "\n")
+    write_if_changed(cfg.out / "data" / "card.json", json.dumps(card, indent=2) + "\n")
     echo(f"  {len(train)} rows ({by_label['harmful']} harmful, {harmful_refused} of them refused by the teacher); "
          f"dropped: {dict(dropped) or 'none'}")

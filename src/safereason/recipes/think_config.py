@@ -6,15 +6,12 @@ new tokens, two epochs of rank-8 LoRA, an adapter of about 5 MB in float16.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
-from safereason.config import format_validation_error, read_yaml_mapping
-from safereason.errors import ConfigError
+from safereason.recipes.common import RecipeConfigBase, check_device, load_config, make_config, none_if_blank
 
 BUILTIN = "builtin"
 #: keys that say where the recipe runs or reads from, not what it computes
@@ -23,10 +20,10 @@ NON_IDENTITY_KEYS = ("out", "data_dir", "device")
 LLAMA_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-class ThinkRecipeConfig(BaseModel):
+class ThinkRecipeConfig(RecipeConfigBase):
     """Everything that defines a run of ``recipe think`` (prompts, teacher, data, LoRA SFT, adapter, measure)."""
 
-    model_config = ConfigDict(extra="forbid")
+    non_identity_keys = NON_IDENTITY_KEYS
 
     out: Path = Field(description="recipe dir: prompts, teacher/, data/, sft/, adapter/, measure/, CARD.md")
     base: str = Field("smollm2-135m", description="the model that is taught to think (and its own teacher)")
@@ -62,12 +59,7 @@ class ThinkRecipeConfig(BaseModel):
 
     device: str = Field("cpu", description="cpu, cuda or auto")
 
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        if v not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"unknown device {v!r}: use auto, cpu or cuda")
-        return v
+    _device = field_validator("device")(check_device)
 
     @field_validator("adapter_dtype")
     @classmethod
@@ -76,29 +68,14 @@ class ThinkRecipeConfig(BaseModel):
             raise ValueError(f"adapter_dtype {v!r}: use float16 or float32")
         return v
 
-    @field_validator("teacher", mode="before")
-    @classmethod
-    def _none(cls, v: Any) -> Any:
-        return None if isinstance(v, str) and v.strip().lower() in ("", "none", "null") else v
-
-    def identity(self) -> dict[str, Any]:
-        """The keys that decide every stage's results (a re-run into the same dir must have the same)."""
-        return {k: v for k, v in json.loads(self.model_dump_json()).items() if k not in NON_IDENTITY_KEYS}
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(json.loads(self.model_dump_json()), sort_keys=False, allow_unicode=True)
+    _none = field_validator("teacher", mode="before")(none_if_blank)
 
 
 def make_think_config(**values: Any) -> ThinkRecipeConfig:
     """Build a config, turning pydantic's multi-line errors into one ConfigError line."""
-    try:
-        return ThinkRecipeConfig(**values)
-    except ValidationError as e:
-        raise ConfigError(format_validation_error(e).replace("invalid config", "invalid recipe config")) from None
+    return make_config(ThinkRecipeConfig, **values)
 
 
 def load_think_config(path: str | Path | None, **overrides: Any) -> ThinkRecipeConfig:
     """A YAML config (the same keys as the flags) with ``overrides`` (flags, None = unset) on top."""
-    data: dict[str, Any] = read_yaml_mapping(path) if path is not None else {}
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    return make_think_config(**data)
+    return load_config(ThinkRecipeConfig, path, **overrides)
