@@ -146,7 +146,7 @@ def eval_cmd(
 def demo_cmd(
     out: Annotated[Path, typer.Option(help="folder of the demo's two run dirs (undefended, safethink)")]
     = Path("runs/demo"),
-    k: Annotated[int, typer.Option("--k", min=1)] = 3,
+    k: Annotated[int, typer.Option("--k", min=1)] = 2,
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 128,
     no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
 ) -> None:

@@ -32,7 +32,7 @@ DEMO_JUDGES = ["smol-guard", "rs-match"]
 DEMO_DEFENSE_OPTIONS: dict[str, Any] = {"scorer": "smol-guard"}
 
 
-def demo_config(out: Path | str = "runs/demo", k: int = 3, max_new_tokens: int = 128,
+def demo_config(out: Path | str = "runs/demo", k: int = 2, max_new_tokens: int = 128,
                 defense: str | None = None) -> EvalConfig:
     return make_config(
         model=DEMO_MODEL,
@@ -42,7 +42,7 @@ def demo_config(out: Path | str = "runs/demo", k: int = 3, max_new_tokens: int =
         top_p=0.95,
         max_new_tokens=max_new_tokens,
         seed=0,
-        batch_size=27,
+        batch_size=36,  # one batch per run at the default K (18 prompts x 2)
         reasoning_format="r1",
         think_prefill="<think>\n",
         judges=list(DEMO_JUDGES),
@@ -60,7 +60,7 @@ class DemoResult:
     comparison: Any
 
 
-def run_demo(out: Path | str = "runs/demo", *, k: int = 3, max_new_tokens: int = 128,
+def run_demo(out: Path | str = "runs/demo", *, k: int = 2, max_new_tokens: int = 128,
              progress: bool = True) -> DemoResult:
     from safereason.compare import compare_runs
     from safereason.runner import evaluate
