@@ -29,8 +29,9 @@ VARIANTS = ("base", "defended")
 SECTIONS = {"harmful": "harmful", "xstest": "overrefusal", "prefill": "robustness", "tars-adversarial": "robustness",
             "rainbow-teaming": "robustness", "gcg": "robustness", "pair": "robustness", "math": "utility",
             "code": "utility"}
-#: the labelled sets each kind of judge is checked on (``judge-agreement``)
-AGREEMENT_SETS = {"unsafe": "harmbench-val", "refused": "xstest-completions"}
+#: the labelled sets each kind of judge is checked on (``judge-agreement``): JailbreakBench's for safety judges,
+#: since harmbench-val is smol-guard's training set (agreement there would be in-sample)
+AGREEMENT_SETS = {"unsafe": "jbb-judge-comparison", "refused": "xstest-completions"}
 
 
 @dataclass
