@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 
-class ScriptedBackend:
+class ScriptedBackend(ABC):
     """A backend without weights: a token is a whitespace word, a prompt renders as ``[user] PROMPT\\n[assistant] ``
     plus the prefill, and each rendered prompt gets what :meth:`reply` scripts (text, tokens, finish reason)."""
 
@@ -31,9 +32,9 @@ class ScriptedBackend:
             out.append(Completion(text=text, n_tokens=n_tokens, finish_reason=finish))
         return out
 
+    @abstractmethod
     def reply(self, rendered: str, params: Any) -> tuple[str, int, str]:
-        """The completion of one rendered prompt: text, its token count and the finish reason."""
-        raise NotImplementedError
+        """The completion of one rendered prompt: text, its token count and the finish reason (each test's own)."""
 
     @staticmethod
     def user_prompt(rendered: str) -> str:
