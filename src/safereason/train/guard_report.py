@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from safereason.agreement import ItemResult, agreement_metrics
+from safereason.data.spec import default_data_dir
 from safereason.hashing import sha256_file
 from safereason.judges.guard_features import FeatureSpec
 from safereason.judges.smol_guard import WEIGHTS_FILE, GuardHead, save_guard
@@ -31,9 +32,20 @@ def _rates(m: dict[str, Any]) -> dict[str, Any]:
             "confusion": c}
 
 
-def _data_entry(d: Dataset) -> dict[str, Any]:
+def _portable(source: str, data_dir: Path | None) -> str:
+    """The source as ``$SAFEREASON_DATA/<rel>`` when it lies in the data folder: a shipped card names no machine."""
+    root = data_dir or default_data_dir()
+    if root is not None:
+        try:
+            return "$SAFEREASON_DATA/" + Path(source).resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            pass
+    return source
+
+
+def _data_entry(d: Dataset, data_dir: Path | None) -> dict[str, Any]:
     src = Path(d.ls.source)
-    return {"name": d.name, "source": d.ls.source, "items_sha256": d.sha256,
+    return {"name": d.name, "source": _portable(d.ls.source, data_dir), "items_sha256": d.sha256,
             "file_sha256": sha256_file(src) if src.is_file() else None,
             "n": len(d.y), "n_unsafe": int(d.y.sum()), "n_groups": len(set(d.groups))}
 
@@ -53,7 +65,8 @@ def write_outputs(cfg: GuardConfig, spec: FeatureSpec, head: GuardHead, best_c: 
     meta = {
         "trained_with": "safereason train guard", "seed": cfg.seed, "C": best_c, "c_grid": cfg.c_grid,
         "cv_accuracy_per_C": {c: v["accuracy"] for c, v in cv.items()}, "folds": cfg.folds,
-        "data": [_data_entry(d) for d in train], "test": [_data_entry(d) for d, _ in tests.values()],
+        "data": [_data_entry(d, cfg.data_dir) for d in train],
+        "test": [_data_entry(d, cfg.data_dir) for d, _ in tests.values()],
         "agreement": agreement, "train_seconds": round(seconds, 1),
     }
     save_guard(cfg.out, head, spec, cfg.threshold, meta)
