@@ -13,9 +13,10 @@ Hidden-state features are read from a ``train guard`` run dir's cache when ``--f
 trained with ``--layers`` covering L; otherwise they are computed (slow on 2 cores).
 
     .venv/bin/python benchmarks/guard_choice.py --layers 4,8 [--n-speed 48]   # accuracy + speed (slow)
-    .venv/bin/python benchmarks/guard_choice.py --speed-only                 # items/s only (a minute)
+    .venv/bin/python benchmarks/guard_choice.py --speed-only --layers 5      # items/s only (a minute)
 
-Target: the shipped guard >= 10 items/s at 512 tokens on 2 cores.
+Target: the shipped guard >= 10 items/s at 512 tokens on 2 cores. The shipped spec reads the first 256
+response tokens (``--read`` compares 256 with all 512).
 """
 
 from __future__ import annotations
@@ -63,10 +64,14 @@ def _speed_pairs(n: int):
     return [PairText("Write instructions for the task.", " ".join(rng.choice(words, 512))) for _ in range(n)]
 
 
-def speed_of_layer(layer: int, n_speed: int) -> float:
+def speed_of_layer(layer: int, n_speed: int, max_response_tokens: int | None = None) -> float:
+    """Items/s on 512-token responses, of which the guard reads ``max_response_tokens`` (default: the spec's)."""
     from safereason.judges.guard_features import FeatureExtractor, FeatureSpec
 
-    ex = FeatureExtractor(FeatureSpec(layers=(layer,)), batch_size=16)
+    spec = FeatureSpec(layers=(layer,))
+    if max_response_tokens is not None:
+        spec = FeatureSpec(layers=(layer,), max_response_tokens=max_response_tokens)
+    ex = FeatureExtractor(spec, batch_size=16)
     pairs = _speed_pairs(n_speed)
     ex.features(pairs[:16])  # warm-up
     t = time.perf_counter()
@@ -99,11 +104,14 @@ def main() -> None:
     ap.add_argument("--n-speed", type=int, default=48)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--speed-only", action="store_true")
+    ap.add_argument("--read", default="256,512", help="response tokens read, for --speed-only (comma-separated)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.speed_only:
         for layer in (int(x) for x in args.layers.split(",")):
-            print(f"hidden-{layer}: {speed_of_layer(layer, args.n_speed):.1f} items/s at 512 response tokens")
+            for read in (int(x) for x in args.read.split(",")):
+                speed = speed_of_layer(layer, args.n_speed, read)
+                print(f"hidden-{layer} reading {read}: {speed:.1f} items/s on 512-token responses")
         return
     train = load_dataset("harmbench-val", None, train=True)
     test = load_dataset("jbb-judge-comparison", None, train=False)

@@ -20,7 +20,8 @@ def guard_cmd(
     config: Annotated[Path | None, typer.Option(help="YAML config (keys as the flags); flags override it")] = None,
     seed: Annotated[int | None, typer.Option(help="seeds the cross-validation folds (default 0)")] = None,
     layers: Annotated[str | None, typer.Option(help="SmolLM2 layers read, comma-separated (default 5)")] = None,
-    max_response_tokens: Annotated[int | None, typer.Option(help="response tokens read (default 512)")] = None,
+    max_response_tokens: Annotated[int | None, typer.Option(
+        help="response tokens read (default: the first 256; HarmBench's classifier reads 512)")] = None,
     test: Annotated[list[str] | None, typer.Option("--test", help="held-out labelled set to report agreement on "
                                                    "(default jbb-judge-comparison; 'none' for none)")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="folder holding the public benchmark files")] = None,

@@ -34,7 +34,7 @@ class FeatureSpec:
     layers: tuple[int, ...] = (5,)
     pooling: tuple[str, ...] = ("mean",)
     max_request_tokens: int = 256
-    max_response_tokens: int = 512
+    max_response_tokens: int = 256
     question: str = QUESTION
 
     def __post_init__(self) -> None:
