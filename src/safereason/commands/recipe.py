@@ -102,7 +102,7 @@ def think_cmd(
                                                      "(benign/harmful), optional id, category, thought, answer")]
     = None,
     seed: SeedOption = None,
-    epochs: Annotated[float | None, typer.Option(help="SFT epochs (default 2)")] = None,
+    epochs: Annotated[float | None, typer.Option(help="SFT epochs (default 3)")] = None,
     lr: Annotated[float | None, typer.Option(help="LoRA learning rate (default 3e-4)")] = None,
     lora_r: Annotated[int | None, typer.Option(help="LoRA rank (default 8)")] = None,
     teacher_max_new_tokens: Annotated[int | None, typer.Option(help="tokens per teacher reply (default 64)")]

@@ -1,7 +1,7 @@
 """``recipe think``'s configuration: one pydantic model for the Python API, ``--config`` YAML and the flags.
 
 Defaults are sized for SmolLM2-135M on two CPU cores: about 180 built-in prompts, teacher replies of at most 64
-new tokens, two epochs of rank-8 LoRA, an adapter of about 5 MB in float16.
+new tokens, three epochs of rank-8 LoRA, an adapter of about 5 MB in float16.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class ThinkRecipeConfig(RecipeConfigBase):
     teacher_temperature: float = Field(0.7, ge=0.0, allow_inf_nan=False)
     batch_size: int = Field(32, ge=1, description="rows per generate call (teacher and measure)")
 
-    epochs: float = Field(2.0, gt=0)
+    epochs: float = Field(3.0, gt=0)
     lr: float = Field(3e-4, gt=0, allow_inf_nan=False)
     train_batch_size: int = Field(8, ge=1)
     lora_r: int = Field(8, ge=1)
