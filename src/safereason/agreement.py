@@ -113,7 +113,7 @@ def run_judge(name: str, ls: LabelledSet, *, options: dict[str, Any] | None = No
               progress: bool = True) -> list[ItemResult]:
     """Run a registered judge over a labelled set, batched, with a progress bar."""
     from safereason.judges import JudgeItem, build_judge, close_judge
-    from safereason.runner import _progress
+    from safereason.progress import progress_bar as _progress
 
     judge = build_judge(name, options)
     if ls.kind == "harm" and "unsafe" not in judge.outputs:

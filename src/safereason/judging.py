@@ -62,7 +62,7 @@ def judge_samples(config: EvalConfig, run: RunDir, samples: list[Sample], *, pro
         ]
         if not todo:
             continue
-        from safereason.runner import _progress
+        from safereason.progress import progress_bar as _progress
 
         try:
             with _progress(progress) as bar:

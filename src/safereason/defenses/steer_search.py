@@ -138,7 +138,7 @@ def steer_search(backend: Backend, harmful: Sequence[Prompt], benign: Sequence[P
     winner transfers to an eval run with those settings. ``benign_temperature`` 0 makes the benign
     continuations greedy (the model's most likely behaviour).
     """
-    from safereason.runner import _progress
+    from safereason.progress import progress_bar as _progress
 
     harmful, benign = list(harmful), list(benign)
     prefixes = _check_inputs(backend, judge, candidates, harmful, benign, rollouts=rollouts, horizon=horizon,

@@ -158,7 +158,7 @@ class GuardedModel:
         """``n`` samples of one prompt, as ``safereason eval --k n --seed S`` generates one prompt's batch;
         ``on_ids`` (one sample) streams the settled ids where the backend and defense can, and stops the
         generation by raising; ``cancel`` (a non-streamed request) stops it once set, at the same points."""
-        from safereason.runner import batch_seed
+        from safereason.generation import batch_seed
 
         gen_seed = batch_seed(seed, 0)  # as `safereason eval --seed S` seeds a batch of one prompt
         texts, keys = [text] * n, [key] if n == 1 else [f"{key}:{j}" for j in range(n)]

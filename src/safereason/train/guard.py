@@ -118,7 +118,7 @@ def cached_features(run: Path, ds: Dataset, ex: FeatureExtractor, progress: bool
     path = run / "features" / f"{ds.name.replace('/', '_')}-{ds.sha256[:12]}-{ex.spec.key()}.npy"
     if path.is_file():
         return np.load(path)
-    from safereason.runner import _progress
+    from safereason.progress import progress_bar as _progress
 
     with _progress(progress) as bar:
         task = bar.add_task(f"features: {ds.name}", total=len(ds.pairs))
