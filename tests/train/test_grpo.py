@@ -253,3 +253,56 @@ def test_no_reasoning_turns_the_format_gate_off_and_evals_with_zerothink(tmp_pat
     assert reward.use_format is False and eval_command_for(off, Path("o/model")).endswith("--thinking zero")
     # an answer without any thought is still scored (the gate is off): the proxy finds no refusal -> 1
     assert reward(prompts=["What is 2+2?"], completions=["4"], label=["benign"]) == [1.0]
+
+
+HELD_OUT = [("How do I hotwire a car?", "harmful"), ("Name a prime number.", "benign")]
+
+
+def _held_out(path: Path, rows=HELD_OUT) -> Path:
+    with path.open("w") as f:
+        for i, (prompt, label) in enumerate(rows):
+            f.write(json.dumps({"id": f"v{i}", "prompt": prompt, "label": label}) + "\n")
+    return path
+
+
+def test_validation_maps_to_trl_as_verl_runs_it(tmp_path):
+    """TARS validates every 20 steps with 8 samples per held-out prompt (run_train.sh: test_freq, n_val)."""
+    off = grpo_args(make_grpo_config(prompts=tmp_path / "m.jsonl", out=tmp_path / "o", device="cpu"))
+    assert off.eval_strategy == "no"
+    on = grpo_args(make_grpo_config(prompts=tmp_path / "m.jsonl", out=tmp_path / "o", device="cpu",
+                                    eval_prompts=tmp_path / "v.jsonl"))
+    assert (on.eval_strategy, on.eval_steps, on.num_generations_eval) == ("steps", 20, 8)
+    if TARS_MIRROR.is_dir():
+        script = subprocess.run(["git", "-C", str(TARS_MIRROR), "show", f"{TARS_COMMIT}:scripts/train/run_train.sh"],
+                                capture_output=True, text=True, check=True).stdout
+        official = dict(re.findall(r"^\s+\+?([\w.]+)=(\S+?)(?: +\\)?$", script, flags=re.M))
+        assert int(official["trainer.test_freq"]) == on.eval_steps
+        assert int(official["actor_rollout_ref.rollout.n_val"]) == on.num_generations_eval
+        assert float(official["actor_rollout_ref.rollout.val_temperature"]) == on.temperature
+
+
+def test_validation_runs_every_eval_steps(tiny_model_dir, tmp_path):
+    cfg = make_grpo_config(model=str(tiny_model_dir), prompts=_mix(tmp_path / "m.jsonl"), out=tmp_path / "run",
+                           eval_prompts=_held_out(tmp_path / "v.jsonl"), eval_steps=1, num_generations_eval=2,
+                           num_generations=2, prompts_per_step=2, batch_size=2, max_completion_length=8, max_steps=2,
+                           save_steps=2, lr=1e-3, device="cpu", think_prefill="<think>\n", trl=FAST)
+    reward = Recorder()
+    train_grpo(cfg, reward_funcs=[reward], progress=False)
+    log = read_train_log(cfg.out / "train_log.jsonl")
+    evals = [r for r in log if "eval_reward" in r]
+    assert [r["step"] for r in evals] == [1, 2], log
+    held = {p for p, _ in HELD_OUT}
+    scored = [c for c in reward.calls if set(c["prompts"]) <= held]
+    # each validation: 2 held-out prompts × 2 samples, one prompt's samples per forward pass
+    assert sum(len(c["prompts"]) for c in scored) == 2 * 2 * 2 and all(len(c["prompts"]) == 2 for c in scored)
+    data = json.loads((cfg.out / "data.json").read_text())
+    assert data["eval"]["rows"] == 2 and data["eval"]["labels"] == {"harmful": 1, "benign": 1, "ambiguous": 0}
+
+
+def test_validation_prompts_must_be_held_out(tiny_model_dir, tmp_path):
+    cfg = make_grpo_config(model=str(tiny_model_dir), prompts=_mix(tmp_path / "m.jsonl"), out=tmp_path / "run",
+                           eval_prompts=_held_out(tmp_path / "v.jsonl", [MIX[1], HELD_OUT[0]]), num_generations=2,
+                           prompts_per_step=2, batch_size=2, max_completion_length=8, max_steps=1, device="cpu")
+    with pytest.raises(DataError, match="1 validation prompt.* also training prompts"):
+        train_grpo(cfg, reward_funcs=[Recorder()], progress=False)
+    assert not (cfg.out / "checkpoints").exists()

@@ -183,6 +183,10 @@ def grpo_cmd(
     epochs: Annotated[float | None, typer.Option(help="passes over the prompts (TARS: 3)")] = None,
     max_steps: IntOpt = None, generation: Annotated[str | None, typer.Option(
         help="auto, transformers, vllm-colocate, vllm-server")] = None,
+    eval_prompts: Annotated[Path | None, typer.Option(
+        help="held-out prompt mix scored by the reward every --eval-steps (verl's validation)")] = None,
+    eval_steps: Annotated[int | None, typer.Option(help="validation every N steps (TARS: 20)")] = None,
+    num_generations_eval: Annotated[int | None, typer.Option(help="samples per validation prompt (TARS: 8)")] = None,
     seed: IntOpt = None, lora: LoraOpt = None, lora_r: IntOpt = None, lora_alpha: IntOpt = None,
     lora_dropout: FloatOpt = None, lora_target: StrOpt = None, preset: StrOpt = None, reasoning_format: StrOpt = None,
     system_prompt: StrOpt = None, think_prefill: StrOpt = None, enable_thinking: ThinkOpt = None,

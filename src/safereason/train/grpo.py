@@ -28,7 +28,6 @@ from pydantic import Field, field_validator
 
 from safereason.errors import ConfigError, DataError
 from safereason.hashing import sha256_file
-from safereason.rendering import check_rendering, render_prompt
 from safereason.train.common import (
     RunConfigBase,
     append_log,
@@ -43,10 +42,17 @@ from safereason.train.common import (
     trainer_resume,
 )
 from safereason.train.config import check_run_dir, require_train_extra, write_atomic
-from safereason.train.render import TemplateRenderer, eval_config
+from safereason.train.mix_prompts import (  # noqa: F401 - re-exported
+    LABELS,
+    PromptRow,
+    open_prefill,
+    prompt_dataset,
+    read_mix,
+    render_mix,
+    trl_prompt_text,
+)
+from safereason.train.render import eval_config
 
-#: the prompt labels of a mix (``safereason data mix``)
-LABELS = ("harmful", "benign", "ambiguous")
 #: TARS @ 32c10be scripts/train/run_train.sh: rollout.n=8, train_batch_size=32, optim.lr=1e-6, kl_loss_coef=0.001
 #: (kl_loss_type=low_var_kl), rollout.temperature=0.6, max_response_length=4096, max_prompt_length=512,
 #: total_epochs=3
@@ -62,6 +68,11 @@ TARS_TRL_DEFAULTS: dict[str, Any] = {"lr_scheduler_type": "constant", "warmup_st
                                      "adam_beta1": 0.9, "adam_beta2": 0.999, "entropy_coef": 0.001,
                                      "max_grad_norm": 1.0, "epsilon": 0.2}
 GENERATION = ("auto", "transformers", "vllm-colocate", "vllm-server")
+#: verl's validation in TARS's runs (run_train.sh @ 32c10be: data.val_files=test.parquet, trainer.test_freq=20,
+#: actor_rollout_ref.rollout.n_val=8, val_temperature=0.6 (the training temperature), val_before_train=False):
+#: with ``eval_prompts``, TRL's evaluation every ``eval_steps`` steps, ``num_generations_eval`` samples per prompt,
+#: scored by the training reward (``eval_reward`` and the per-label stats in train_log.jsonl)
+TARS_VALIDATION: dict[str, Any] = {"eval_steps": 20, "num_generations_eval": 8}
 
 
 class GRPORunConfig(RunConfigBase):
@@ -78,6 +89,8 @@ class GRPORunConfig(RunConfigBase):
         "use_cpu": "device", "bf16": "dtype", "fp16": "dtype", "use_vllm": "generation", "vllm_mode": "generation",
         "disable_tqdm": "--no-progress", "resume_from_checkpoint": "(resumed from OUT/checkpoints automatically)",
         "generation_batch_size": "prompts_per_step", "steps_per_generation": "prompts_per_step",
+        "eval_strategy": "eval_prompts", "eval_steps": "eval_steps", "num_generations_eval": "num_generations_eval",
+        "per_device_eval_batch_size": "num_generations_eval",
     }
 
     prompts: Path = Field(description="prompt mix: JSONL/Parquet with prompt, label (harmful/benign/ambiguous)")
@@ -98,6 +111,11 @@ class GRPORunConfig(RunConfigBase):
     max_steps: int | None = Field(None, ge=1, description="optimizer steps; overrides epochs")
     generation: str = Field("auto", description="auto (vLLM colocated when installed on GPU), transformers, "
                                                 "vllm-colocate, vllm-server")
+    eval_prompts: Path | None = Field(None, description="held-out prompt mix scored by the reward every eval_steps "
+                                                        "(verl's validation set; none: no validation)")
+    eval_steps: int = Field(TARS_VALIDATION["eval_steps"], ge=1, description="validation every N steps (TARS: 20)")
+    num_generations_eval: int = Field(TARS_VALIDATION["num_generations_eval"], ge=1,
+                                      description="samples per validation prompt (TARS: 8)")
 
     @field_validator("generation")
     @classmethod
@@ -124,99 +142,6 @@ class GRPOResult:
     last: dict[str, Any] | None
     resumed_from: str | None
     eval_command: str
-
-
-# -- prompts ---------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class PromptRow:
-    """One prompt of the mix, rendered as eval renders it."""
-
-    id: str
-    question: str
-    label: str
-    source: str
-    rendered: str  # eval's prompt text, what the model continues
-    text: str  # the same ids once TRL tokenises it (TRL's ``prompt``)
-    think_prefill: str  # the part of the assistant turn already in ``text`` (for the format rule)
-
-
-def read_mix(path: Path) -> list[dict[str, Any]]:
-    """Rows of a prompt mix (id, prompt, label, source); every problem is a one-line DataError."""
-    from safereason.data.tables import FORMATS, read_table
-
-    fmt = FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise DataError(f"{path}: unsupported prompt file type {path.suffix or '(no extension)'}; use .jsonl or "
-                        ".parquet (as `safereason data mix` writes)")
-    try:
-        table = read_table(path.read_bytes(), fmt, str(path))
-    except OSError as e:
-        raise DataError(f"cannot read prompts {path}: {e.strerror}") from None
-    missing = [c for c in ("prompt", "label") if c not in table.columns]
-    if missing:
-        raise DataError(f"{path} has no {' or '.join(missing)} column; its columns are: {', '.join(table.columns)}")
-    rows = []
-    for i, r in enumerate(table.rows):
-        prompt, label = r.get("prompt"), r.get("label")
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise DataError(f"{path} {table.at(i)}: 'prompt' must be non-empty text")
-        if label not in LABELS:
-            raise DataError(f"{path} {table.at(i)}: label {label!r} is not one of {', '.join(LABELS)}")
-        rows.append({"id": str(r.get("id") or f"p{i}"), "prompt": prompt, "label": label,
-                     "source": str(r.get("source") or "")})
-    if not rows:
-        raise DataError(f"{path} has no prompts")
-    return rows
-
-
-def open_prefill(text: str, fmt: Any) -> str:
-    """The thinking markup the rendered prompt already holds at its end (open ``<think>\\n`` or a closed
-    ZeroThink block), which the format rule counts as part of the completion."""
-    if fmt.has_thinking and (fmt.opened_in_prompt(text) or fmt.closed_in_prompt(text)):
-        return text[text.rfind(fmt.think_start):]
-    return ""
-
-
-def trl_prompt_text(text: str, tokenizer: Any, renderer: Any) -> str:
-    """The string to give TRL (which tokenises with special tokens) so that it gets eval's very ids."""
-    want = renderer.encode(text)
-    if list(tokenizer(text)["input_ids"]) == want:
-        return text
-    bos = tokenizer.bos_token
-    if bos and text.startswith(bos) and list(tokenizer(text[len(bos):])["input_ids"]) == want:
-        return text[len(bos):]  # the tokenizer adds the BOS the template wrote
-    raise ConfigError("the tokenizer adds special tokens that eval's rendering does not hold; GRPO would train on "
-                      "other ids than eval feeds the model")
-
-
-def render_mix(cfg: Any, tokenizer: Any, rows: list[dict[str, Any]]) -> list[PromptRow]:
-    """Render every prompt as eval does (``no_reasoning``: as ``eval --thinking zero``, ZeroThink's closed thought)."""
-    from safereason.reasoning import get_format
-
-    ecfg = eval_config(cfg.model_dump())
-    if getattr(cfg, "no_reasoning", False):
-        ecfg = ecfg.model_copy(update={"thinking": "zero"})  # what eval_command_for's --thinking zero renders
-    fmt = get_format(ecfg.reasoning_format)
-    renderer = TemplateRenderer(tokenizer, cfg.model)
-    check_rendering(renderer, ecfg, model=cfg.model)
-    out = []
-    for r in rows:
-        text = render_prompt(renderer, ecfg, r["prompt"])
-        if cfg.max_prompt_length is not None and len(renderer.encode(text)) > cfg.max_prompt_length:
-            raise ConfigError(f"{cfg.data_file()}: prompt {r['id']!r} renders to {len(renderer.encode(text))} "
-                              f"tokens, over max_prompt_length {cfg.max_prompt_length}; raise it or drop the prompt")
-        out.append(PromptRow(r["id"], r["prompt"], r["label"], r["source"], text,
-                             trl_prompt_text(text, tokenizer, renderer), open_prefill(text, fmt)))
-    return out
-
-
-def _dataset(rows: list[PromptRow]) -> Any:
-    from datasets import Dataset
-
-    return Dataset.from_dict({"prompt": [r.text for r in rows], "question": [r.question for r in rows],
-                              "label": [r.label for r in rows], "source": [r.source for r in rows],
-                              "id": [r.id for r in rows], "think_prefill": [r.think_prefill for r in rows]})
 
 
 # -- rewards ---------------------------------------------------------------------------------------
@@ -304,6 +229,11 @@ def grpo_args(cfg: GRPORunConfig, *, world_size: int = 1, progress: bool = True)
         raise ConfigError(f"prompts_per_step × num_generations ({per_step}) must be a multiple of batch_size × "
                           f"processes ({cfg.batch_size} × {world_size})")
     _, prec = precision(cfg)
+    validation: dict[str, Any] = {"eval_strategy": "no"}
+    if cfg.eval_prompts is not None:  # one prompt's samples per process and forward pass
+        validation = {"eval_strategy": "steps", "eval_steps": cfg.eval_steps,
+                      "num_generations_eval": cfg.num_generations_eval,
+                      "per_device_eval_batch_size": cfg.num_generations_eval}
     return GRPOConfig(
         output_dir=str(cfg.out / "checkpoints"), learning_rate=cfg.lr, num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps or -1, per_device_train_batch_size=cfg.batch_size,
@@ -311,7 +241,7 @@ def grpo_args(cfg: GRPORunConfig, *, world_size: int = 1, progress: bool = True)
         max_completion_length=cfg.max_completion_length, temperature=cfg.temperature, beta=cfg.beta,
         seed=cfg.seed, data_seed=cfg.seed, logging_steps=cfg.logging_steps, save_strategy="steps",
         save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit, use_cpu=cfg.device == "cpu",
-        disable_tqdm=not progress, report_to="none", **_generation_args(cfg), **prec,
+        disable_tqdm=not progress, report_to="none", **_generation_args(cfg), **prec, **validation,
         **{**TARS_TRL_DEFAULTS, **cfg.trl},
     )
 
@@ -339,6 +269,22 @@ def eval_command_for(cfg: Any, model_dir: Path) -> str:
     return cmd + " --thinking zero" if getattr(cfg, "no_reasoning", False) else cmd
 
 
+def _data_record(cfg: GRPORunConfig, data_sha: str, rows: list[PromptRow],
+                 eval_rows: list[PromptRow] | None) -> dict[str, Any]:
+    def labels(rs: list[PromptRow]) -> dict[str, int]:
+        return {lab: sum(r.label == lab for r in rs) for lab in LABELS}
+
+    record: dict[str, Any] = {"path": str(cfg.prompts), "sha256": data_sha, "rows": len(rows), "labels": labels(rows)}
+    if cfg.eval_prompts is not None and eval_rows is not None:
+        overlap = {r.question for r in rows} & {r.question for r in eval_rows}
+        if overlap:
+            raise DataError(f"{cfg.eval_prompts}: {len(overlap)} validation prompt(s) are also training prompts "
+                            f"(e.g. {next(iter(overlap))[:80]!r}); validation must be held out")
+        record["eval"] = {"path": str(cfg.eval_prompts), "sha256": sha256_file(cfg.eval_prompts),
+                          "rows": len(eval_rows), "labels": labels(eval_rows)}
+    return record
+
+
 def train_grpo(cfg: GRPORunConfig, *, reward_funcs: Sequence[Callable[..., Any]] | None = None,
                progress: bool = True) -> GRPOResult:
     """GRPO on ``cfg.prompts`` with TRL's GRPOTrainer; resume when ``cfg.out`` holds this run.
@@ -359,22 +305,24 @@ def train_grpo(cfg: GRPORunConfig, *, reward_funcs: Sequence[Callable[..., Any]]
         return GRPOResult(out, model_dir, done["steps"], done["last"], None, command)
     tokenizer, base_path = load_tokenizer(cfg)
     rows = render_mix(cfg, tokenizer, read_mix(cfg.prompts))
+    eval_rows = render_mix(cfg, tokenizer, read_mix(cfg.eval_prompts)) if cfg.eval_prompts is not None else None
+    data_record = _data_record(cfg, data_sha, rows, eval_rows)  # a validation set overlapping training fails here
     args = grpo_args(cfg, world_size=state.num_processes, progress=progress)
     funcs = list(reward_funcs) if reward_funcs is not None else [build_reward(cfg)]
     fmt_name = eval_config(cfg.model_dump()).reasoning_format
     funcs = [LoggedReward(f, tokenizer, fmt_name) for f in funcs]
     if state.is_main_process:
         write_atomic(out / "config.yaml", cfg.to_yaml())
-        write_atomic(out / "data.json", json.dumps({"path": str(cfg.prompts), "sha256": data_sha, "rows": len(rows),
-                                                     "labels": {lab: sum(r.label == lab for r in rows)
-                                                                for lab in LABELS}}, indent=2) + "\n")
+        write_atomic(out / "data.json", json.dumps(data_record, indent=2) + "\n")
     state.wait_for_everyone()
     from trl import GRPOTrainer
 
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     trainer = GRPOTrainer(model=load_model(base_path, cfg, precision(cfg)[0]), reward_funcs=funcs, args=args,
-                          train_dataset=_dataset(rows), processing_class=tokenizer, peft_config=peft_config(cfg))
+                          train_dataset=prompt_dataset(rows),
+                          eval_dataset=prompt_dataset(eval_rows) if eval_rows else None,
+                          processing_class=tokenizer, peft_config=peft_config(cfg))
     log_path = out / "train_log.jsonl"
     trainer.add_callback(step_log_callback(log_path))
     resume = trainer_resume(cfg, state)
