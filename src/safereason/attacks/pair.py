@@ -27,7 +27,6 @@ highest scores.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,33 +131,12 @@ def render_chat(backend: Any, messages: list[dict[str, str]], prefill: str = "")
     render_messages = getattr(backend, "render_messages", None)
     if callable(render_messages):
         return str(render_messages(messages, prefill=prefill))
-    if getattr(backend, "name", None) == "openai":
-        return _render_openai(backend, messages, prefill)
     tokenizer = getattr(backend, "tokenizer", None)
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
         raise AttackError(f"PAIR: the {getattr(backend, 'name', 'given')} backend has no chat template to render "
                           "the attacker's conversation with")
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return str(text) + prefill
-
-
-def _render_openai(backend: Any, messages: list[dict[str, str]], prefill: str) -> str:
-    from safereason.models import openai_backend as ob
-
-    kwargs = dict(backend.default_template_kwargs)
-    if backend.mode == "completions":
-        return str(backend._apply_template(messages, kwargs)) + prefill
-    backend._check_prefill(prefill)
-    if backend.tokenizer is not None:
-        text = backend._apply_template(messages, kwargs) + prefill
-    else:
-        request = {"messages": messages, **({"chat_template_kwargs": kwargs} if kwargs else {})}
-        text = f"{ob._HEADER}\n{json.dumps(request, ensure_ascii=False)}\n{ob._ASSISTANT}\n{prefill}"
-    backend._chat_requests[text] = ob._ChatRequest(list(messages), kwargs, prefill)
-    return str(text)
-
-
-# -- the loop ----------------------------------------------------------------------------------------------
 
 
 def _call_seed(seed: int, *parts: object) -> int:

@@ -68,17 +68,16 @@ so is a blocked continuation of token ids (SafeThink, MoreThink), which those pr
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from safereason.errors import ConfigError, ModelLoadError, SafereasonError
+from safereason.errors import ConfigError, SafereasonError
 from safereason.hashing import sha256_text
 from safereason.judges.http import JsonClient, check_base_url, is_loopback
 from safereason.models.base import Completion, SamplingParams
+from safereason.models.openai_prompts import WHO as _WHO
+from safereason.models.openai_prompts import ChatPrompts, ChatRequest, load_tokenizer
 from safereason.models.openai_replies import ReplyReader, _Blocked, _RowFailure, reply_problem
 from safereason.reasoning.formats import ReasoningFormat
 
@@ -93,9 +92,6 @@ ON_BLOCKED = ("error", "record")
 TRANSPORT_OPTIONS = ("base_url", "api_key_env", "concurrency", "timeout", "max_retries")
 #: sustained tokens/s per request below which ``max_tokens`` would not fit in ``timeout`` (warned about)
 _SLOW_TOKENS_PER_S = 20.0
-_WHO = "openai backend"
-_HEADER = "[chat request: the server applies its own chat template]"
-_ASSISTANT = "[assistant]"
 
 
 class GenerationError(SafereasonError):
@@ -106,47 +102,39 @@ class GenerationError(SafereasonError):
         self.failures = list(failures)
 
 
-@dataclass(frozen=True)
-class _ChatRequest:
-    messages: list[dict[str, str]]
-    template_kwargs: dict[str, Any]
-    prefill: str
-
-
 def row_seed(seed: int, row: int) -> int:
     """The request seed of row ``row`` of a batch generated with ``seed`` (31 bits: any server takes it)."""
     digest = hashlib.sha256(f"safereason-openai:{seed}:{row}".encode()).digest()
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-def _load_tokenizer(name: str) -> Any:
-    """A tokenizer from a tokenizer-only dir, or whatever ``resolve_model`` accepts (alias, model dir, hub id)."""
-    from transformers import AutoTokenizer
+def _check_options(model: Any, mode: Any, on_blocked: Any, allow_prefill: Any, think_markers: Any,
+                   extra_body: Any, chat_template: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every option checked before anything is loaded; returns ``extra_body`` without its template switches,
+    and those switches (the defaults of every request's ``chat_template_kwargs``)."""
+    if on_blocked not in ON_BLOCKED:
+        raise ConfigError(f"{_WHO}: on_blocked must be one of {', '.join(ON_BLOCKED)}, got {on_blocked!r}")
+    if not isinstance(model, str) or not model.strip():
+        raise ConfigError(f"{_WHO}: --model must be the served model name")
+    if mode not in MODES:
+        raise ConfigError(f"{_WHO}: mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if not isinstance(allow_prefill, bool):
+        raise ConfigError(f"{_WHO}: allow_prefill must be true or false")
+    if (isinstance(think_markers, str) or not isinstance(think_markers, Sequence) or len(think_markers) != 2
+            or not all(isinstance(m, str) and m for m in think_markers)):
+        raise ConfigError(f"{_WHO}: think_markers must be a pair of non-empty strings, e.g. [<think>, </think>]")
+    if extra_body is not None and not isinstance(extra_body, Mapping):
+        raise ConfigError(f"{_WHO}: extra_body must be a mapping")
+    extra = dict(extra_body or {})
+    default_kwargs = extra.pop("chat_template_kwargs", None) or {}
+    if not isinstance(default_kwargs, Mapping):
+        raise ConfigError(f"{_WHO}: extra_body.chat_template_kwargs must be a mapping")
+    if chat_template is not None and not isinstance(chat_template, str):
+        raise ConfigError(f"{_WHO}: chat_template must be the template text")
+    return extra, dict(default_kwargs)
 
-    from safereason.models.resolve import hub_error, hub_reachable, resolve_model
 
-    path = Path(name).expanduser()
-    if path.is_dir() and ((path / "tokenizer_config.json").exists() or (path / "tokenizer.json").exists()):
-        try:
-            return AutoTokenizer.from_pretrained(str(path))
-        except (OSError, ValueError) as e:
-            raise ModelLoadError(f"{_WHO}: could not load tokenizer from {path}: {e}") from e
-    resolved = resolve_model(name)
-    kw: dict[str, Any] = {"revision": resolved.revision} if resolved.revision else {}
-    try:
-        if resolved.is_local:
-            return AutoTokenizer.from_pretrained(resolved.path)
-        try:
-            return AutoTokenizer.from_pretrained(resolved.path, local_files_only=True, **kw)
-        except OSError as e:
-            if not hub_reachable():
-                raise hub_error(resolved.name, e) from e
-        return AutoTokenizer.from_pretrained(resolved.path, **kw)
-    except (OSError, ValueError) as e:
-        raise ModelLoadError(f"{_WHO}: could not load tokenizer {name!r}: {e}") from e
-
-
-class OpenAIBackend(ReplyReader):
+class OpenAIBackend(ChatPrompts, ReplyReader):
     name = "openai"
 
     def __init__(
@@ -178,25 +166,8 @@ class OpenAIBackend(ReplyReader):
         run; ``record``: it comes back as ``finish_reason="blocked"``). ``device`` and ``dtype`` are the
         server's business and are ignored."""
         del device, dtype
-        if on_blocked not in ON_BLOCKED:
-            raise ConfigError(f"{_WHO}: on_blocked must be one of {', '.join(ON_BLOCKED)}, got {on_blocked!r}")
-        if not isinstance(model, str) or not model.strip():
-            raise ConfigError(f"{_WHO}: --model must be the served model name")
-        if mode not in MODES:
-            raise ConfigError(f"{_WHO}: mode must be one of {', '.join(MODES)}, got {mode!r}")
-        if not isinstance(allow_prefill, bool):
-            raise ConfigError(f"{_WHO}: allow_prefill must be true or false")
-        if (isinstance(think_markers, str) or not isinstance(think_markers, Sequence) or len(think_markers) != 2
-                or not all(isinstance(m, str) and m for m in think_markers)):
-            raise ConfigError(f"{_WHO}: think_markers must be a pair of non-empty strings, e.g. [<think>, </think>]")
-        if extra_body is not None and not isinstance(extra_body, Mapping):
-            raise ConfigError(f"{_WHO}: extra_body must be a mapping")
-        extra = dict(extra_body or {})
-        default_kwargs = extra.pop("chat_template_kwargs", None) or {}
-        if not isinstance(default_kwargs, Mapping):
-            raise ConfigError(f"{_WHO}: extra_body.chat_template_kwargs must be a mapping")
-        if chat_template is not None and not isinstance(chat_template, str):
-            raise ConfigError(f"{_WHO}: chat_template must be the template text")
+        extra, default_kwargs = _check_options(model, mode, on_blocked, allow_prefill, think_markers, extra_body,
+                                               chat_template)
         self.model = model
         self.mode = mode
         self.on_blocked = on_blocked
@@ -210,7 +181,7 @@ class OpenAIBackend(ReplyReader):
         self.tokenizer_name: str | None = None
         if isinstance(tokenizer, str):
             self.tokenizer_name = tokenizer
-            self.tokenizer: Any = _load_tokenizer(tokenizer)
+            self.tokenizer: Any = load_tokenizer(tokenizer)
         else:
             self.tokenizer = tokenizer
             if tokenizer is not None:
@@ -227,74 +198,9 @@ class OpenAIBackend(ReplyReader):
             self.base_url, api_key_env=api_key_env, key_required=api_key_env is not None and not is_loopback(
                 self.base_url), concurrency=concurrency, timeout=timeout, max_retries=max_retries, who=_WHO,
         )
-        self._chat_requests: dict[str, _ChatRequest] = {}
+        self._chat_requests: dict[str, ChatRequest] = {}
         self._continuation_checked = False
         self._timeout_warned = False
-
-    # -- prompts ---------------------------------------------------------------------------------
-    def render_prompt(self, prompt: str, *, system_prompt: str | None = None, prefill: str = "",
-                      template_kwargs: dict[str, Any] | None = None) -> str:
-        messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
-            {"role": "user", "content": prompt}
-        ]
-        kwargs = {**self.default_template_kwargs, **(template_kwargs or {})}
-        if self.mode == "completions":
-            return self._apply_template(messages, kwargs) + prefill
-        self._check_prefill(prefill)
-        if self.tokenizer is not None:
-            text = self._apply_template(messages, kwargs) + prefill
-        else:
-            request = {"messages": messages, **({"chat_template_kwargs": kwargs} if kwargs else {})}
-            text = f"{_HEADER}\n{json.dumps(request, ensure_ascii=False)}\n{_ASSISTANT}\n{prefill}"
-        self._chat_requests[text] = _ChatRequest(messages, kwargs, prefill)
-        return text
-
-    def _apply_template(self, messages: list[dict[str, str]], kwargs: dict[str, Any]) -> str:
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise ModelLoadError(f"{_WHO}: the tokenizer {self.tokenizer_name!r} has no chat template; "
-                                 "pass one with --chat-template FILE")
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kwargs)
-
-    def _check_prefill(self, prefill: str) -> None:
-        if prefill and not self.allow_prefill:
-            raise ConfigError(
-                f"{_WHO}: this run prefills the assistant turn ({prefill[:40]!r}: think_prefill, a thinking "
-                "control or prefill), which needs continue_final_message (vLLM/SGLang), but allow_prefill=false; "
-                "drop the prefill or use a server that supports it"
-            )
-
-    def _chat_request(self, text: str) -> tuple[_ChatRequest, str]:
-        """The request rendered as ``text`` (or as its longest rendered prefix) and the full prefill."""
-        entry = self._chat_requests.get(text)
-        if entry is not None:
-            return entry, entry.prefill
-        key = max((k for k in self._chat_requests if text.startswith(k)), key=len, default=None)
-        if key is None:
-            raise ConfigError(
-                f"{_WHO}: mode=chat generates only from prompts rendered by this backend's render_prompt (the "
-                "server applies the chat template); use mode=completions with a tokenizer to send raw prompt text"
-            )
-        entry = self._chat_requests[key]
-        return entry, entry.prefill + text[len(key):]
-
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        if self.tokenizer is None:
-            return [len(t.split()) for t in texts]  # approximate; identity()["token_counts"] says so
-        if not texts:
-            return []
-        return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
-
-    def encode(self, text: str) -> list[int]:
-        return list(self._need_tokenizer("encode")(text, add_special_tokens=False)["input_ids"])
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self._need_tokenizer("decode").decode(list(ids), skip_special_tokens=False)
-
-    def _need_tokenizer(self, what: str) -> Any:
-        if self.tokenizer is None:
-            raise ConfigError(f"{_WHO}: {what} needs a local tokenizer (MoreThink and continuations do): pass "
-                              "tokenizer=DIR|ALIAS, and mode=completions to continue token ids")
-        return self.tokenizer
 
     # -- generation ------------------------------------------------------------------------------
     def generate(self, prompt_texts: Sequence[str], params: SamplingParams, seed: int) -> list[Completion]:
@@ -345,7 +251,7 @@ class OpenAIBackend(ReplyReader):
         defaults = {"add_special_tokens": False, "return_token_ids": True}
         return self._merge(defaults, {**self._sampling(params, seed), "prompt": prompt})
 
-    def _chat_body(self, entry: _ChatRequest, prefill: str, params: SamplingParams, seed: int) -> dict[str, Any]:
+    def _chat_body(self, entry: ChatRequest, prefill: str, params: SamplingParams, seed: int) -> dict[str, Any]:
         core: dict[str, Any] = {**self._sampling(params, seed), "messages": list(entry.messages)}
         if prefill:
             core["messages"].append({"role": "assistant", "content": prefill})
@@ -356,7 +262,7 @@ class OpenAIBackend(ReplyReader):
             core["chat_template"] = self.chat_template  # vLLM extension
         return self._merge({}, core)
 
-    def _check_continuation(self, entry: _ChatRequest, prefill: str, text: str) -> None:
+    def _check_continuation(self, entry: ChatRequest, prefill: str, text: str) -> None:
         """Warn (once) when the server's rendering of a continued assistant turn isn't ``prompt_text``.
 
         Some templates render a continued assistant message unlike generation prompt + prefill (R1
