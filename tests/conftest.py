@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Python installs its Ctrl-C handler only when SIGINT is not ignored at start, and a shell's background job
+# (`nohup pytest &`) starts with it ignored: the interrupt tests need it here and, no longer ignored, in the CLI
+# processes they start
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
